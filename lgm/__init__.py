@@ -1,0 +1,41 @@
+"""lgm — latent Gaussian models: fast log-likelihoods, ELBOs and EM without a framework.
+
+The kernels API (numpy in, numpy out; cupy in, cupy out once the GPU backend exists):
+log-densities with fused gradients, KL, logsumexp, fused importance log-weights and the
+ELBO/IWAE reductions, reparameterised sampling. See README.md.
+"""
+
+from ._config import VECTOR_WIDTH_INFO  # noqa: F401  (must run before numba is imported)
+from .ops import (  # noqa: E402
+    LogpdfGrad,
+    bernoulli_logpmf,
+    diag_gaussian_logpdf,
+    diag_gaussian_logpdf_grad,
+    elbo,
+    importance_log_weights,
+    importance_weights,
+    iwae,
+    kl_diag_std_normal,
+    kl_diag_std_normal_grad,
+    logsumexp,
+    reparameterize,
+    std_normal_logpdf,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LogpdfGrad",
+    "bernoulli_logpmf",
+    "diag_gaussian_logpdf",
+    "diag_gaussian_logpdf_grad",
+    "elbo",
+    "importance_log_weights",
+    "importance_weights",
+    "iwae",
+    "kl_diag_std_normal",
+    "kl_diag_std_normal_grad",
+    "logsumexp",
+    "reparameterize",
+    "std_normal_logpdf",
+]

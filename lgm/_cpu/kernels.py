@@ -1,0 +1,357 @@
+"""Numba CPU kernels: fused, row-wise, float32 and float64.
+
+Conventions (llm.c style): outputs first, then inputs, then sizes/index tables. Every operand is
+a C-contiguous 2-D array ``(rows_of_that_operand, D)``; the output has ``R`` rows, the product of
+the broadcast leading shape ``lead``. Operand ``j`` finds its row for output row ``r`` through
+``_row(r, lead, rstride[j])`` where ``rstride[j, a]`` is the operand's row stride along leading
+axis ``a`` (0 where it is broadcast). This keeps broadcasting free (no copies) while the inner
+loop over D stays unit-stride, which is what LLVM needs to vectorise it.
+
+Options used everywhere (one decorator, ``_jit``):
+- ``parallel=True`` where there is a ``prange``: rows are split across Numba's threads.
+- ``fastmath={"reassoc", "contract"}``: reassociation lets LLVM vectorise the row sums, contraction
+  allows FMA. Not "nnan"/"ninf": NaN and inf must behave as IEEE says (NaN propagates, an all
+  -inf logsumexp row gives -inf).
+- ``error_model="numpy"``: division by zero gives inf/NaN instead of raising, and removes the
+  zero checks that would block vectorisation.
+- ``cache=True``: compiled code is cached on disk (keyed by the CPU and its features).
+Scalar constants are made with ``x.dtype.type(c)`` so float32 kernels compute in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .fastmath import fexp, fexp_nonan, fsoftplus
+
+_FM = {"reassoc", "contract"}
+
+
+def _jit(parallel=True):
+    return njit(parallel=parallel, fastmath=_FM, error_model="numpy", cache=True, nogil=True)
+
+
+LOG_2PI = 1.8378770664093453
+
+
+@njit(cache=True)
+def _row(r, lead, rstride):
+    """Row of an operand for output row ``r`` (C order over the leading shape ``lead``)."""
+    # prange indices can be unsigned; uint64 mixed with int64 would type as float64
+    idx = np.int64(0)
+    rem = np.int64(r)
+    for a in range(lead.shape[0] - 1, -1, -1):
+        n = lead[a]
+        i = rem % n
+        rem //= n
+        idx += i * rstride[a]
+    return idx
+
+
+# ---------------------------------------------------------------------------------------------
+# Row functions: public building blocks a user can call from their own @njit code (1-D rows).
+# ---------------------------------------------------------------------------------------------
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def diag_gaussian_logpdf_row(x, mu, logvar):
+    """log N(x | mu, diag exp(logvar)) for one row (1-D arrays of equal length)."""
+    F = x.dtype.type
+    acc = F(0)
+    for j in range(x.shape[0]):
+        d = x[j] - mu[j]
+        # NaN in logvar reaches the sum through "+ logvar", so the NaN-free exp is enough here
+        acc += d * d * fexp_nonan(-logvar[j]) + logvar[j]
+    return F(-0.5) * (acc + F(x.shape[0] * LOG_2PI))
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def bernoulli_logpmf_row(x, logits):
+    """sum_j x_j l_j - softplus(l_j): log Bernoulli(x | sigmoid(l)) for one row, stable."""
+    F = x.dtype.type
+    acc = F(0)
+    for j in range(x.shape[0]):
+        acc += x[j] * logits[j] - fsoftplus(logits[j])
+    return acc
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def std_normal_logpdf_row(t):
+    F = t.dtype.type
+    acc = F(0)
+    for j in range(t.shape[0]):
+        acc += t[j] * t[j]
+    return F(-0.5) * (acc + F(t.shape[0] * LOG_2PI))
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def kl_diag_std_normal_row(mu, logvar):
+    """KL(N(mu, diag e^logvar) || N(0, I)) = -1/2 sum(1 + logvar - mu^2 - e^logvar).
+
+    Kingma & Welling (2014), Auto-Encoding Variational Bayes, Appendix B.
+    """
+    F = mu.dtype.type
+    acc = F(0)
+    for j in range(mu.shape[0]):
+        acc += F(1) + logvar[j] - mu[j] * mu[j] - fexp(logvar[j])
+    return F(-0.5) * acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched kernels
+# ---------------------------------------------------------------------------------------------
+@_jit()
+def diag_gaussian_logpdf(out_r, x_rd, mu_rd, lv_rd, lead, rs):
+    R = out_r.shape[0]
+    D = x_rd.shape[1]
+    F = x_rd.dtype.type
+    c = F(D * LOG_2PI)
+    for r in prange(R):
+        ix = _row(r, lead, rs[0])
+        im = _row(r, lead, rs[1])
+        il = _row(r, lead, rs[2])
+        acc = F(0)
+        for j in range(D):
+            d = x_rd[ix, j] - mu_rd[im, j]
+            lv = lv_rd[il, j]
+            acc += d * d * fexp_nonan(-lv) + lv
+        out_r[r] = F(-0.5) * (acc + c)
+
+
+@_jit()
+def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, w_r,
+                              want_dx, want_dmu, want_dlv, lead, rs):
+    """Value and gradients in one pass. Gradients are weighted by w_r (ones when unweighted) and
+    written (not accumulated) to full (R, D) arrays; the caller sums broadcast axes.
+
+    d/dmu = w (x - mu) e^-lv;  d/dx = -d/dmu;  d/dlv = w/2 ((x - mu)^2 e^-lv - 1).
+    """
+    R = out_r.shape[0]
+    D = x_rd.shape[1]
+    F = x_rd.dtype.type
+    c = F(D * LOG_2PI)
+    for r in prange(R):
+        ix = _row(r, lead, rs[0])
+        im = _row(r, lead, rs[1])
+        il = _row(r, lead, rs[2])
+        w = w_r[r]
+        hw = F(0.5) * w
+        acc = F(0)
+        for j in range(D):
+            d = x_rd[ix, j] - mu_rd[im, j]
+            lv = lv_rd[il, j]
+            e = fexp(-lv)
+            de = d * e
+            q = d * de
+            acc += q + lv
+            if want_dmu:
+                dmu_rd[r, j] = w * de
+            if want_dx:
+                dx_rd[r, j] = -w * de
+            if want_dlv:
+                dlv_rd[r, j] = hw * (q - F(1))
+        out_r[r] = F(-0.5) * (acc + c)
+
+
+@_jit()
+def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
+    R = out_r.shape[0]
+    D = x_rd.shape[1]
+    F = x_rd.dtype.type
+    for r in prange(R):
+        ix = _row(r, lead, rs[0])
+        il = _row(r, lead, rs[1])
+        acc = F(0)
+        for j in range(D):
+            lg = l_rd[il, j]
+            acc += x_rd[ix, j] * lg - fsoftplus(lg)
+        out_r[r] = acc
+
+
+@_jit()
+def std_normal_logpdf(out_r, t_rd):
+    R, D = t_rd.shape
+    F = t_rd.dtype.type
+    c = F(D * LOG_2PI)
+    for r in prange(R):
+        acc = F(0)
+        for j in range(D):
+            acc += t_rd[r, j] * t_rd[r, j]
+        out_r[r] = F(-0.5) * (acc + c)
+
+
+@_jit()
+def kl_diag_std_normal(out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, want_grad, lead, rs):
+    """KL(N(mu, e^lv) || N(0, I)) per row (Kingma & Welling 2014, Appendix B) and, when asked,
+    d/dmu = mu, d/dlv = (e^lv - 1)/2, written to full (R, D) arrays."""
+    R = out_r.shape[0]
+    D = mu_rd.shape[1]
+    F = mu_rd.dtype.type
+    for r in prange(R):
+        im = _row(r, lead, rs[0])
+        il = _row(r, lead, rs[1])
+        acc = F(0)
+        for j in range(D):
+            m = mu_rd[im, j]
+            lv = lv_rd[il, j]
+            e = fexp(lv)
+            acc += F(1) + lv - m * m - e
+            if want_grad:
+                dmu_rd[r, j] = m
+                dlv_rd[r, j] = F(0.5) * (e - F(1))
+        out_r[r] = F(-0.5) * acc
+
+
+@_jit()
+def reparameterize(t_rd, mu_rd, lv_rd, eps_rd, lead, rs):
+    """t = mu + exp(lv / 2) * eps, broadcasting mu and lv over the rows of eps."""
+    R, D = t_rd.shape
+    F = t_rd.dtype.type
+    for r in prange(R):
+        im = _row(r, lead, rs[0])
+        il = _row(r, lead, rs[1])
+        for j in range(D):
+            t_rd[r, j] = mu_rd[im, j] + fexp(F(0.5) * lv_rd[il, j]) * eps_rd[r, j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Importance log-weights: log w = log p(x | t) + log p(t) - log q(t | x), fused per (s, b) row.
+# Operand order in rs: x, dec1 (mu_x or logits), dec2 (logvar_x; unused for Bernoulli), t, mu_t,
+# lv_t. log p(t) - log q(t) = 1/2 sum((t - mu_t)^2 e^-lv_t + lv_t - t^2): the log 2 pi cancel.
+# ---------------------------------------------------------------------------------------------
+@_jit()
+def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, lead, rs):
+    R = out_r.shape[0]
+    D = x_rd.shape[1]
+    K = t_rk.shape[1]
+    F = x_rd.dtype.type
+    c = F(D * LOG_2PI)
+    for r in prange(R):
+        ix = _row(r, lead, rs[0])
+        im = _row(r, lead, rs[1])
+        il = _row(r, lead, rs[2])
+        it = _row(r, lead, rs[3])
+        imt = _row(r, lead, rs[4])
+        ilt = _row(r, lead, rs[5])
+        acc = F(0)
+        for j in range(D):
+            d = x_rd[ix, j] - mux_rd[im, j]
+            lv = lvx_rd[il, j]
+            acc += d * d * fexp_nonan(-lv) + lv
+        lat = F(0)
+        for k in range(K):
+            tk = t_rk[it, k]
+            dt = tk - mut_rk[imt, k]
+            lv = lvt_rk[ilt, k]
+            lat += dt * dt * fexp_nonan(-lv) + lv - tk * tk
+        out_r[r] = F(-0.5) * (acc + c) + F(0.5) * lat
+
+
+@_jit()
+def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, lead, rs):
+    R = out_r.shape[0]
+    D = x_rd.shape[1]
+    K = t_rk.shape[1]
+    F = x_rd.dtype.type
+    for r in prange(R):
+        ix = _row(r, lead, rs[0])
+        il = _row(r, lead, rs[1])
+        it = _row(r, lead, rs[3])
+        imt = _row(r, lead, rs[4])
+        ilt = _row(r, lead, rs[5])
+        acc = F(0)
+        for j in range(D):
+            lg = l_rd[il, j]
+            acc += x_rd[ix, j] * lg - fsoftplus(lg)
+        lat = F(0)
+        for k in range(K):
+            tk = t_rk[it, k]
+            dt = tk - mut_rk[imt, k]
+            lv = lvt_rk[ilt, k]
+            lat += dt * dt * fexp_nonan(-lv) + lv - tk * tk
+        out_r[r] = acc + F(0.5) * lat
+
+
+# ---------------------------------------------------------------------------------------------
+# logsumexp over the middle axis of a C-contiguous (P, N, Q) array -> (P, Q).
+# Two passes per slice (max, then sum of exp(a - max)); the slice is in cache for the second.
+# Rules (as JAX/scipy): a non-finite max is replaced by 0 before subtracting, so an all -inf slice
+# gives log(0) = -inf without NaN; +inf anywhere gives +inf; NaN anywhere gives NaN.
+# ---------------------------------------------------------------------------------------------
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def _lse_finish(m, s, has_nan, F):
+    if has_nan:
+        return F(np.nan)
+    if m == F(np.inf):
+        return m
+    if m == -F(np.inf):
+        return m
+    return m + np.log(s)
+
+
+@_jit()
+def logsumexp_rows(out_p, a_pn):
+    """Q == 1: each row is contiguous; reduce along it."""
+    P, N = a_pn.shape
+    F = a_pn.dtype.type
+    for p in prange(P):
+        m = -F(np.inf)
+        nan = False
+        for i in range(N):
+            v = a_pn[p, i]
+            m = v if v > m else m
+            nan |= v != v
+        shift = m if (m > -F(np.inf)) and (m < F(np.inf)) else F(0)
+        s = F(0)
+        for i in range(N):
+            s += fexp_nonan(a_pn[p, i] - shift)
+        out_p[p] = _lse_finish(m, s, nan, F)
+
+
+@_jit()
+def logsumexp_cols(out_pq, a_pnq, m_pq, s_pq, nan_pq):
+    """Q > 1: reduce over n with the inner loop running along contiguous q (vectorised)."""
+    P, N, Q = a_pnq.shape
+    F = a_pnq.dtype.type
+    for p in prange(P):
+        for q in range(Q):
+            m_pq[p, q] = -F(np.inf)
+            nan_pq[p, q] = False
+        for n in range(N):
+            for q in range(Q):
+                v = a_pnq[p, n, q]
+                mq = m_pq[p, q]
+                m_pq[p, q] = v if v > mq else mq
+                nan_pq[p, q] |= v != v
+        for q in range(Q):
+            mq = m_pq[p, q]
+            s_pq[p, q] = F(0)
+            if not ((mq > -F(np.inf)) and (mq < F(np.inf))):
+                m_pq[p, q] = F(0)  # shift used below; the true max is recovered at the end
+        for n in range(N):
+            for q in range(Q):
+                s_pq[p, q] += fexp_nonan(a_pnq[p, n, q] - m_pq[p, q])
+        for q in range(Q):
+            s = s_pq[p, q]
+            shift = m_pq[p, q]
+            if nan_pq[p, q]:
+                out_pq[p, q] = F(np.nan)
+            elif s == F(np.inf) or (shift == F(0) and s == F(0)):
+                # all -inf (s == 0 with a zero shift means every exp(a) underflowed only if all
+                # were -inf; a finite slice with max 0 has s >= 1) or some +inf
+                out_pq[p, q] = np.log(s)
+            else:
+                out_pq[p, q] = shift + np.log(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory-bandwidth probe (STREAM-like read of three arrays), used by the benchmarks.
+# ---------------------------------------------------------------------------------------------
+@_jit()
+def read3(a_rd, b_rd, c_rd, out_r):
+    R, D = a_rd.shape
+    F = a_rd.dtype.type
+    for r in prange(R):
+        s = F(0)
+        for j in range(D):
+            s += a_rd[r, j] + b_rd[r, j] + c_rd[r, j]
+        out_r[r] = s

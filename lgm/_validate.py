@@ -1,0 +1,141 @@
+"""Input validation shared by every public entry point: one policy, the function's name in errors.
+
+Policy (documented in README "Dtypes and broadcasting"):
+- Arrays must be float32 or float64. Integer, boolean, complex and float16 arrays are refused with a
+  TypeError (no silent cast: casting an int image to float is the caller's decision).
+- All array arguments of one call share one dtype; mixing float32 and float64 is refused with a
+  TypeError that says how to cast. Nothing is silently upcast.
+- Python ``int``/``float`` scalars are "weak": they take the dtype of the array arguments.
+- numpy and cupy arrays cannot be mixed in one call (TypeError with a hint).
+- NaN and inf are allowed and propagate as IEEE arithmetic says (the estimators, which cannot take
+  them, check for themselves).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def array_module(a):
+    """'cupy' for a cupy array, 'numpy' otherwise (cupy is never imported here)."""
+    mod = type(a).__module__.split(".", 1)[0]
+    return "cupy" if mod == "cupy" else "numpy"
+
+
+def check_floats(fname, **arrays):
+    """Validate dtypes and array modules; return (module_name, dtype, dict of arrays).
+
+    ``None`` values are passed through. Python scalars become 0-d arrays of the common dtype.
+    """
+    mods = {}
+    dtypes = {}
+    out = {}
+    for name, a in arrays.items():
+        if a is None or isinstance(a, numbers.Number) and not isinstance(a, np.generic):
+            continue
+        mod = array_module(a)
+        if mod == "numpy" and not isinstance(a, np.ndarray):
+            a = np.asarray(a)
+        mods[name] = mod
+        dt = a.dtype
+        if dt not in _FLOATS:
+            raise TypeError(
+                f"{fname}: expected {name} to be a float32 or float64 array, got dtype {dt}"
+                + (" (cast it explicitly, e.g. .astype(np.float32))" if dt.kind in "biuf" else "")
+            )
+        dtypes[name] = dt
+        out[name] = a
+    if len(set(mods.values())) > 1:
+        desc = ", ".join(f"{n}: {m}" for n, m in mods.items())
+        raise TypeError(
+            f"{fname}: expected all arrays on one device, got a mix of numpy and cupy ({desc}); "
+            "move them with cupy.asarray(...) or cupy.asnumpy(...)"
+        )
+    if len(set(dtypes.values())) > 1:
+        desc = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
+        raise TypeError(
+            f"{fname}: expected all arrays to share one dtype, got {desc}; lgm never upcasts "
+            "silently, cast explicitly (e.g. mu.astype(x.dtype))"
+        )
+    module = next(iter(mods.values()), "numpy")
+    dtype = next(iter(dtypes.values()), np.dtype(np.float64))
+    for name, a in arrays.items():
+        if a is None:
+            out[name] = None
+        elif name not in out:
+            if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real):
+                raise TypeError(f"{fname}: expected {name} to be a real number or array, got {a!r}")
+            out[name] = np.asarray(a, dtype=dtype)
+    return module, dtype, out
+
+
+def broadcast_lead(fname, arrays, names=None):
+    """Broadcast the leading shapes (all axes but the last) of ``arrays`` (a dict)."""
+    shapes = {n: tuple(a.shape[:-1]) for n, a in arrays.items()}
+    try:
+        return tuple(np.broadcast_shapes(*shapes.values()))
+    except ValueError:
+        desc = ", ".join(f"{n}{tuple(arrays[n].shape)}" for n in shapes)
+        raise ValueError(
+            f"{fname}: leading shapes do not broadcast: {desc} (the last axis is the event axis; "
+            "the axes before it must broadcast as in numpy)"
+        ) from None
+
+
+def event_size(fname, arrays):
+    """The common last-axis length D of ``arrays``; size-1 last axes broadcast. D = 0 is an error."""
+    sizes = {n: (a.shape[-1] if a.ndim else 1) for n, a in arrays.items()}
+    big = {d for d in sizes.values() if d != 1}
+    if len(big) > 1:
+        desc = ", ".join(f"{n}: {d}" for n, d in sizes.items())
+        raise ValueError(f"{fname}: expected one event size (last axis) for all arguments, got {desc}")
+    D = big.pop() if big else 1
+    if D == 0 or 0 in sizes.values():
+        desc = ", ".join(f"{n}{tuple(arrays[n].shape)}" for n in arrays)
+        raise ValueError(f"{fname}: expected a non-empty last axis (D >= 1), got {desc}")
+    return D
+
+
+class RowOperands:
+    """Operands prepared for a row-wise kernel: each C-contiguous (rows_i, D) plus row strides."""
+
+    def __init__(self, fname, arrays, D=None, lead=None):
+        self.orig_shapes = {n: a.shape for n, a in arrays.items()}
+        # 0-d arrays are scalars broadcasting along the last axis too
+        arrays = {n: (a.reshape(1) if a.ndim == 0 else a) for n, a in arrays.items()}
+        self.D = event_size(fname, arrays) if D is None else D
+        self.lead = broadcast_lead(fname, arrays) if lead is None else tuple(lead)
+        k = max(len(self.lead), 1)
+        lead = self.lead if self.lead else (1,)
+        self.R = int(np.prod(self.lead, dtype=np.int64)) if self.lead else 1
+        self.lead_arr = np.asarray(lead, dtype=np.int64)
+        self.rows = {}
+        strides = []
+        for n, a in arrays.items():
+            if a.shape[-1] != self.D:
+                a = np.broadcast_to(a, a.shape[:-1] + (self.D,))
+            a = np.ascontiguousarray(a)
+            a_lead = (1,) * (k - (a.ndim - 1)) + tuple(a.shape[:-1])
+            rs = np.zeros(k, dtype=np.int64)
+            acc = 1
+            for ax in range(k - 1, -1, -1):
+                if a_lead[ax] != 1:
+                    rs[ax] = acc
+                acc *= a_lead[ax]
+            self.rows[n] = a.reshape(-1, self.D)
+            strides.append(rs)
+        self.rstride = np.stack(strides) if strides else np.zeros((0, k), np.int64)
+
+    def unbroadcast(self, name, g_rd):
+        """Sum a full (R, D) gradient back to the original shape of operand ``name``."""
+        full = g_rd.reshape(self.lead + (self.D,))
+        shape = self.orig_shapes[name]
+        target = (1,) * (len(full.shape) - len(shape)) + tuple(shape)
+        axes = tuple(i for i, (f, t) in enumerate(zip(full.shape, target)) if t == 1 and f != 1)
+        if axes:
+            full = full.sum(axis=axes, keepdims=True)
+        return full.reshape(shape)

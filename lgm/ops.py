@@ -1,0 +1,395 @@
+"""Public kernels API: one function per operation, validated once, dispatched by array type.
+
+numpy arrays run on the Numba CPU kernels (``lgm._cpu.kernels``); cupy arrays go to the GPU
+backend (``lgm._gpu``), imported only when a cupy array arrives. Shapes follow one rule: the last
+axis is the event axis (summed over), the leading axes broadcast as in numpy. Outputs have the
+input dtype. See ``lgm._validate`` for the dtype policy (float32/float64 only, no mixing, no
+silent upcast) and ``lgm.reference`` for the plain-numpy specification of each function.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ._validate import RowOperands, broadcast_lead, check_floats
+
+__all__ = [
+    "diag_gaussian_logpdf",
+    "diag_gaussian_logpdf_grad",
+    "LogpdfGrad",
+    "bernoulli_logpmf",
+    "std_normal_logpdf",
+    "kl_diag_std_normal",
+    "kl_diag_std_normal_grad",
+    "logsumexp",
+    "importance_log_weights",
+    "elbo",
+    "iwae",
+    "importance_weights",
+    "reparameterize",
+]
+
+
+def _cpu():
+    from ._cpu import kernels
+
+    return kernels
+
+
+def _gpu(fname):
+    try:
+        from . import _gpu as gpu  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise RuntimeError(f"{fname}: cupy arrays need the GPU backend: {exc}") from exc
+    return gpu
+
+
+def _require_cpu(fname, module):
+    if module != "numpy":
+        gpu = _gpu(fname)
+        impl = getattr(gpu, fname, None)
+        if impl is None:
+            raise NotImplementedError(f"{fname}: no GPU implementation yet; pass numpy arrays")
+        return impl
+    return None
+
+
+class LogpdfGrad(NamedTuple):
+    """Value and gradients of the diagonal-Gaussian log-density (None where not requested)."""
+
+    value: np.ndarray
+    dx: Optional[np.ndarray]
+    dmu: Optional[np.ndarray]
+    dlogvar: Optional[np.ndarray]
+
+
+def diag_gaussian_logpdf(x, mu, logvar):
+    """log N(x | mu, diag exp(logvar)), summed over the last axis.
+
+    Parameters
+    ----------
+    x, mu, logvar : arrays of shape (..., D), float32 or float64, broadcasting over leading axes
+        (and along the last axis where it has length 1). ``logvar`` is the log-variance.
+
+    Returns
+    -------
+    array of shape (...): -1/2 sum_j [(x_j - mu_j)^2 e^{-logvar_j} + logvar_j + log 2 pi].
+    """
+    fname = "diag_gaussian_logpdf"
+    mod, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(a["x"], a["mu"], a["logvar"])
+    ops = RowOperands(fname, a)
+    out = np.empty(ops.R, dtype)
+    if ops.R:
+        _cpu().diag_gaussian_logpdf(out, ops.rows["x"], ops.rows["mu"], ops.rows["logvar"],
+                                    ops.lead_arr, ops.rstride)
+    return out.reshape(ops.lead)
+
+
+def diag_gaussian_logpdf_grad(x, mu, logvar, weights=None, wrt=("x", "mu", "logvar")):
+    """Value and gradients of :func:`diag_gaussian_logpdf` in one pass.
+
+    Parameters
+    ----------
+    x, mu, logvar : arrays of shape (..., D), as in :func:`diag_gaussian_logpdf`.
+    weights : array broadcastable to the leading shape (...), optional
+        Per-row weights w multiplying the gradients (not the value): the gradient returned is
+        that of sum(w * logpdf). The IWAE gradient uses the normalised importance weights here.
+    wrt : iterable of {"x", "mu", "logvar"}
+        Which gradients to compute; the others are None (and cost nothing).
+
+    Returns
+    -------
+    LogpdfGrad(value, dx, dmu, dlogvar): value of shape (...); each gradient has the shape of its
+    argument (summed over the axes along which that argument was broadcast):
+    d/dmu = w (x - mu) e^{-logvar}, d/dx = -d/dmu, d/dlogvar = w/2 ((x - mu)^2 e^{-logvar} - 1).
+    """
+    fname = "diag_gaussian_logpdf_grad"
+    wrt = tuple(wrt)
+    bad = [w for w in wrt if w not in ("x", "mu", "logvar")]
+    if bad:
+        raise ValueError(f"{fname}: expected wrt to name 'x', 'mu' or 'logvar', got {bad}")
+    mod, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar, weights=weights)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(a["x"], a["mu"], a["logvar"], a["weights"], wrt)
+    w = a.pop("weights")
+    ops = RowOperands(fname, a)
+    if w is None:
+        w_r = np.ones(ops.R, dtype)
+    else:
+        try:
+            w_r = np.ascontiguousarray(np.broadcast_to(w, ops.lead)).reshape(-1)
+        except ValueError:
+            raise ValueError(
+                f"{fname}: expected weights broadcastable to the leading shape {ops.lead}, "
+                f"got shape {np.shape(w)}"
+            ) from None
+    out = np.empty(ops.R, dtype)
+    full = {n: (np.empty((ops.R, ops.D), dtype) if n in wrt else np.empty((0, 0), dtype))
+            for n in ("x", "mu", "logvar")}
+    if ops.R:
+        _cpu().diag_gaussian_logpdf_grad(
+            out, full["x"], full["mu"], full["logvar"],
+            ops.rows["x"], ops.rows["mu"], ops.rows["logvar"], w_r,
+            "x" in wrt, "mu" in wrt, "logvar" in wrt, ops.lead_arr, ops.rstride)
+    grads = {n: (ops.unbroadcast(n, full[n]) if n in wrt else None) for n in full}
+    return LogpdfGrad(out.reshape(ops.lead), grads["x"], grads["mu"], grads["logvar"])
+
+
+def bernoulli_logpmf(x, logits):
+    """log Bernoulli(x | sigmoid(logits)) summed over the last axis, stable for any |logits|.
+
+    Computes sum_j x_j l_j - softplus(l_j) with softplus(l) = max(l, 0) + log1p(exp(-|l|)), which
+    never overflows. ``x`` may be fractional in [0, 1] (a "continuous Bernoulli" target without
+    its normaliser); it is not checked.
+    """
+    fname = "bernoulli_logpmf"
+    mod, dtype, a = check_floats(fname, x=x, logits=logits)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(a["x"], a["logits"])
+    ops = RowOperands(fname, a)
+    out = np.empty(ops.R, dtype)
+    if ops.R:
+        _cpu().bernoulli_logpmf(out, ops.rows["x"], ops.rows["logits"], ops.lead_arr, ops.rstride)
+    return out.reshape(ops.lead)
+
+
+def std_normal_logpdf(t):
+    """log N(t | 0, I), summed over the last axis: shape (..., d) -> (...)."""
+    fname = "std_normal_logpdf"
+    mod, dtype, a = check_floats(fname, t=t)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(a["t"])
+    ops = RowOperands(fname, a)
+    out = np.empty(ops.R, dtype)
+    if ops.R:
+        _cpu().std_normal_logpdf(out, ops.rows["t"])
+    return out.reshape(ops.lead)
+
+
+def _kl(fname, mu, logvar, want_grad):
+    mod, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(a["mu"], a["logvar"])
+    ops = RowOperands(fname, a)
+    out = np.empty(ops.R, dtype)
+    shape = (ops.R, ops.D) if want_grad else (0, 0)
+    dmu, dlv = np.empty(shape, dtype), np.empty(shape, dtype)
+    if ops.R:
+        _cpu().kl_diag_std_normal(out, dmu, dlv, ops.rows["mu"], ops.rows["logvar"], want_grad,
+                                  ops.lead_arr, ops.rstride)
+    value = out.reshape(ops.lead)
+    if not want_grad:
+        return value
+    return value, ops.unbroadcast("mu", dmu), ops.unbroadcast("logvar", dlv)
+
+
+def kl_diag_std_normal(mu, logvar):
+    """KL(N(mu, diag e^logvar) || N(0, I)) = -1/2 sum(1 + logvar - mu^2 - e^logvar), closed form
+    (Kingma & Welling 2014, Appendix B); shapes (..., d) -> (...)."""
+    return _kl("kl_diag_std_normal", mu, logvar, False)
+
+
+def kl_diag_std_normal_grad(mu, logvar):
+    """(KL, dKL/dmu = mu, dKL/dlogvar = (e^logvar - 1)/2), in one pass."""
+    return _kl("kl_diag_std_normal_grad", mu, logvar, True)
+
+
+def logsumexp(a, axis=-1, keepdims=False):
+    """log sum exp(a) along ``axis`` (an int, a tuple of ints, or None for all axes), stably.
+
+    An all -inf slice gives -inf (no NaN, no warning); a slice containing +inf gives +inf; a NaN
+    anywhere in the slice gives NaN. Non-contiguous input is copied once to C order.
+    """
+    fname = "logsumexp"
+    mod, dtype, arrs = check_floats(fname, a=a)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(arrs["a"], axis, keepdims)
+    a = arrs["a"]
+    if axis is None:
+        axes = tuple(range(a.ndim))
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        axes = (axis,)
+    try:
+        axes = tuple(sorted({int(ax) % a.ndim if -a.ndim <= int(ax) < a.ndim else _bad_axis(ax, a)
+                             for ax in axes}))
+    except TypeError:
+        raise TypeError(f"{fname}: expected axis to be an int, a tuple of ints or None, got {axis!r}")
+    if a.ndim == 0:
+        return a.copy()
+    n_red = int(np.prod([a.shape[ax] for ax in axes], dtype=np.int64))
+    if n_red == 0:
+        raise ValueError(f"{fname}: expected a non-empty reduction, got shape {a.shape} over axes {axes}")
+    keep = [ax for ax in range(a.ndim) if ax not in axes]
+    out_shape = tuple(a.shape[ax] for ax in keep)
+    contiguous_block = axes == tuple(range(axes[0], axes[0] + len(axes)))
+    if contiguous_block:
+        b = np.ascontiguousarray(a)
+        P = int(np.prod(a.shape[: axes[0]], dtype=np.int64))
+        Q = int(np.prod(a.shape[axes[-1] + 1:], dtype=np.int64))
+    else:
+        b = np.ascontiguousarray(np.transpose(a, keep + list(axes)))
+        P, Q = int(np.prod(out_shape, dtype=np.int64)), 1
+    b = b.reshape(P, n_red, Q)
+    k = _cpu()
+    if P * Q == 0:
+        out = np.empty((P, Q), dtype)
+    elif Q == 1:
+        out = np.empty(P, dtype)
+        k.logsumexp_rows(out, b.reshape(P, n_red))
+    else:
+        out = np.empty((P, Q), dtype)
+        m, s, nan = np.empty((P, Q), dtype), np.empty((P, Q), dtype), np.empty((P, Q), np.bool_)
+        k.logsumexp_cols(out, b, m, s, nan)
+    out = out.reshape(out_shape)
+    if keepdims:
+        out = np.expand_dims(out, axes)
+    return out
+
+
+def _bad_axis(ax, a):
+    raise np.exceptions.AxisError(f"logsumexp: axis {ax} is out of bounds for an array of dimension {a.ndim}")
+
+
+def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, logits=None):
+    """Fused importance log-weights log w = log p(x | t) + log p(t) - log q(t | x).
+
+    Parameters
+    ----------
+    x : array (B, D) — data (broadcasts against the leading shape (S, B)).
+    t : array (S, B, d) — latent samples from q.
+    mu_t, logvar_t : arrays (B, d) — the proposal q(t | x) = N(mu_t, diag e^logvar_t).
+    mu_x, logvar_x : arrays (S, B, D) — Gaussian decoder outputs (any shape broadcasting to it,
+        e.g. a shared (D,) log-variance), or
+    logits : array (S, B, D) — Bernoulli decoder output. Give either (mu_x, logvar_x) or logits.
+
+    Returns
+    -------
+    log_w : array (S, B). One pass per (s, b) row over D and d; no (S, B, D) temporary.
+    ``elbo(log_w)``, ``iwae(log_w)`` and ``importance_weights(log_w)`` reduce it over S.
+    """
+    fname = "importance_log_weights"
+    gaussian = logits is None
+    if gaussian and (mu_x is None or logvar_x is None):
+        raise ValueError(f"{fname}: give either mu_x and logvar_x (Gaussian decoder) or logits "
+                         "(Bernoulli decoder)")
+    if not gaussian and (mu_x is not None or logvar_x is not None):
+        raise ValueError(f"{fname}: give either mu_x and logvar_x or logits, not both")
+    mod, dtype, a = check_floats(fname, x=x, mu_x=mu_x, logvar_x=logvar_x, logits=logits, t=t,
+                                 mu_t=mu_t, logvar_t=logvar_t)
+    impl = _require_cpu(fname, mod)
+    if impl is not None:
+        return impl(**a)
+    dec = {"x": a["x"]}
+    if gaussian:
+        dec.update(mu_x=a["mu_x"], logvar_x=a["logvar_x"])
+    else:
+        dec["logits"] = a["logits"]
+    lat = {"t": a["t"], "mu_t": a["mu_t"], "logvar_t": a["logvar_t"]}
+    for n, v in {**dec, **lat}.items():
+        if v.ndim == 0:
+            raise ValueError(f"{fname}: expected {n} to have an event axis, got a scalar")
+    lead = broadcast_lead(fname, {**dec, **lat})
+    dops = RowOperands(fname, dec, lead=lead)
+    lops = RowOperands(fname, lat, lead=lead)
+    rs = np.concatenate([dops.rstride if gaussian else np.insert(dops.rstride, 2, 0, axis=0),
+                         lops.rstride])
+    out = np.empty(dops.R, dtype)
+    k = _cpu()
+    if dops.R:
+        if gaussian:
+            k.importance_log_weights_gaussian(
+                out, dops.rows["x"], dops.rows["mu_x"], dops.rows["logvar_x"], lops.rows["t"],
+                lops.rows["mu_t"], lops.rows["logvar_t"], dops.lead_arr, rs)
+        else:
+            k.importance_log_weights_bernoulli(
+                out, dops.rows["x"], dops.rows["logits"], lops.rows["t"], lops.rows["mu_t"],
+                lops.rows["logvar_t"], dops.lead_arr, rs)
+    return out.reshape(lead)
+
+
+def _log_w(fname, log_w):
+    mod, dtype, a = check_floats(fname, log_w=log_w)
+    lw = a["log_w"]
+    if lw.ndim == 0 or lw.shape[0] == 0:
+        raise ValueError(f"{fname}: expected log_w of shape (S, ...) with S >= 1, got {lw.shape}")
+    return mod, lw
+
+
+def elbo(log_w, axis=0):
+    """Monte Carlo ELBO: the mean of the log-weights over the sample axis (default 0)."""
+    mod, lw = _log_w("elbo", log_w)
+    return lw.mean(axis=axis)
+
+
+def iwae(log_w, axis=0):
+    """Importance-weighted bound (Burda et al. 2016): logsumexp over samples minus log S."""
+    mod, lw = _log_w("iwae", log_w)
+    S = lw.shape[axis]
+    return logsumexp(lw, axis=axis) - lw.dtype.type(math.log(S))
+
+
+def importance_weights(log_w, axis=0):
+    """Self-normalised importance weights softmax(log_w) over the sample axis.
+
+    They weight the per-sample gradients in the IWAE gradient. A slice whose weights are all
+    zero (every log-weight -inf) has no defined normalisation; its weights are returned as 0.
+    """
+    mod, lw = _log_w("importance_weights", log_w)
+    lse = logsumexp(lw, axis=axis, keepdims=True)
+    xp = np if mod == "numpy" else _gpu("importance_weights").cupy
+    safe = xp.where(xp.isfinite(lse), lse, lw.dtype.type(0))
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = xp.exp(lw - safe)
+    return xp.where(xp.isneginf(lse), lw.dtype.type(0), w)
+
+
+def reparameterize(mu, logvar, rng, n_samples=None):
+    """Reparameterised draw t = mu + exp(logvar / 2) * eps, eps ~ N(0, I).
+
+    Parameters
+    ----------
+    mu, logvar : arrays of shape (..., d), same dtype.
+    rng : numpy.random.Generator (or an int seed); eps is drawn in the arrays' dtype.
+    n_samples : int, optional — if given, draws have shape (n_samples, ..., d).
+
+    Returns
+    -------
+    (t, eps): both of the draw's shape; eps is what the reparameterisation gradient needs.
+    """
+    fname = "reparameterize"
+    mod, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
+    if mod != "numpy":
+        return _require_cpu(fname, mod)(a["mu"], a["logvar"], rng, n_samples)
+    if not isinstance(rng, np.random.Generator):
+        if rng is None or isinstance(rng, (int, np.integer)):
+            rng = np.random.default_rng(rng)
+        else:
+            raise TypeError(f"{fname}: expected rng to be a numpy.random.Generator or an int seed, "
+                            f"got {type(rng).__name__}")
+    ops = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]})
+    shape = ops.lead + (ops.D,)
+    if n_samples is not None:
+        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
+        shape = (int(n_samples),) + shape
+    eps = rng.standard_normal(shape, dtype=dtype)
+    lead = shape[:-1]
+    ops2 = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, D=ops.D, lead=lead)
+    t = np.empty_like(eps)
+    if t.size:
+        _cpu().reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
+                              eps.reshape(-1, ops.D), ops2.lead_arr, ops2.rstride)
+    return t, eps

@@ -1,0 +1,76 @@
+"""Plain-numpy references: the specification each kernel is tested against.
+
+Written for clarity, not speed; they build the (S, B, D) temporaries the kernels avoid. They
+compute in the input dtype, like the kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOG_2PI = np.log(2 * np.pi)
+
+
+def diag_gaussian_logpdf(x, mu, logvar):
+    dt = np.result_type(x, mu, logvar)
+    D = np.broadcast_shapes(np.shape(x), np.shape(mu), np.shape(logvar))[-1]
+    q = (x - mu) ** 2 * np.exp(-logvar) + logvar
+    return (-0.5 * (q.sum(-1) + D * LOG_2PI)).astype(dt)
+
+
+def diag_gaussian_logpdf_grad(x, mu, logvar, weights=1.0):
+    """Full broadcast-shape gradients (dx, dmu, dlogvar) of sum(weights * logpdf)."""
+    w = np.asarray(weights)[..., None]
+    e = np.exp(-logvar)
+    dmu = w * (x - mu) * e
+    dlv = w * 0.5 * ((x - mu) ** 2 * e - 1)
+    return diag_gaussian_logpdf(x, mu, logvar), -dmu, dmu, dlv
+
+
+def bernoulli_logpmf(x, logits):
+    # log sigmoid(l) = -logaddexp(0, -l), log(1 - sigmoid(l)) = -logaddexp(0, l)
+    return (x * logits - np.logaddexp(0, logits)).sum(-1)
+
+
+def std_normal_logpdf(t):
+    return -0.5 * ((t * t).sum(-1) + t.shape[-1] * LOG_2PI)
+
+
+def kl_diag_std_normal(mu, logvar):
+    # Kingma & Welling (2014), Appendix B
+    return -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(-1)
+
+
+def kl_diag_std_normal_grad(mu, logvar):
+    return kl_diag_std_normal(mu, logvar), mu + 0 * logvar, 0.5 * (np.exp(logvar) - 1) + 0 * mu
+
+
+def logsumexp(a, axis=-1):
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(a - m).sum(axis=axis)) + np.squeeze(m, axis=axis)
+
+
+def importance_log_weights(x, t, mu_t, logvar_t, mu_x=None, logvar_x=None, logits=None):
+    if logits is None:
+        log_px = diag_gaussian_logpdf(x, mu_x, logvar_x)
+    else:
+        log_px = bernoulli_logpmf(x, logits)
+    return log_px + std_normal_logpdf(t) - diag_gaussian_logpdf(t, mu_t, logvar_t)
+
+
+def elbo(log_w):
+    return log_w.mean(0)
+
+
+def iwae(log_w):
+    return logsumexp(log_w, axis=0) - np.log(log_w.shape[0])
+
+
+def importance_weights(log_w):
+    return np.exp(log_w - logsumexp(log_w, axis=0)[None])
+
+
+def reparameterize(mu, logvar, eps):
+    return mu + np.exp(0.5 * logvar) * eps

@@ -70,7 +70,8 @@ def check_floats(fname, **arrays):
             if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real):
                 raise TypeError(f"{fname}: expected {name} to be a real number or array, got {a!r}")
             out[name] = np.asarray(a, dtype=dtype)
-    return module, dtype, out
+    # keep the caller's argument order: kernels index operands by position
+    return module, dtype, {name: out[name] for name in arrays}
 
 
 def broadcast_lead(fname, arrays, names=None):
@@ -89,15 +90,14 @@ def broadcast_lead(fname, arrays, names=None):
 def event_size(fname, arrays):
     """The common last-axis length D of ``arrays``; size-1 last axes broadcast. D = 0 is an error."""
     sizes = {n: (a.shape[-1] if a.ndim else 1) for n, a in arrays.items()}
+    if 0 in sizes.values():
+        desc = ", ".join(f"{n}{tuple(arrays[n].shape)}" for n in arrays)
+        raise ValueError(f"{fname}: expected a non-empty last axis (D >= 1), got {desc}")
     big = {d for d in sizes.values() if d != 1}
     if len(big) > 1:
         desc = ", ".join(f"{n}: {d}" for n, d in sizes.items())
         raise ValueError(f"{fname}: expected one event size (last axis) for all arguments, got {desc}")
-    D = big.pop() if big else 1
-    if D == 0 or 0 in sizes.values():
-        desc = ", ".join(f"{n}{tuple(arrays[n].shape)}" for n in arrays)
-        raise ValueError(f"{fname}: expected a non-empty last axis (D >= 1), got {desc}")
-    return D
+    return big.pop() if big else 1
 
 
 class RowOperands:

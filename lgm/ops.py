@@ -222,11 +222,15 @@ def logsumexp(a, axis=-1, keepdims=False):
         axes = tuple(axis)
     else:
         axes = (axis,)
-    try:
-        axes = tuple(sorted({int(ax) % a.ndim if -a.ndim <= int(ax) < a.ndim else _bad_axis(ax, a)
-                             for ax in axes}))
-    except TypeError:
-        raise TypeError(f"{fname}: expected axis to be an int, a tuple of ints or None, got {axis!r}")
+    norm = set()
+    for ax in axes:
+        if isinstance(ax, bool) or not isinstance(ax, (int, np.integer)):
+            raise TypeError(f"{fname}: expected axis to be an int, a tuple of ints or None, got {axis!r}")
+        if not -a.ndim <= ax < max(a.ndim, 1):
+            raise np.exceptions.AxisError(
+                f"{fname}: axis {ax} is out of bounds for an array of dimension {a.ndim}")
+        norm.add(int(ax) % max(a.ndim, 1))
+    axes = tuple(sorted(norm))
     if a.ndim == 0:
         return a.copy()
     n_red = int(np.prod([a.shape[ax] for ax in axes], dtype=np.int64))
@@ -257,10 +261,6 @@ def logsumexp(a, axis=-1, keepdims=False):
     if keepdims:
         out = np.expand_dims(out, axes)
     return out
-
-
-def _bad_axis(ax, a):
-    raise np.exceptions.AxisError(f"logsumexp: axis {ax} is out of bounds for an array of dimension {a.ndim}")
 
 
 def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, logits=None):

@@ -1,0 +1,37 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# JIT compilation makes first calls slow: no deadline. Example counts are kept moderate so that
+# the suite stays well under its 10-minute budget on 2 cores; LGM_HYPOTHESIS_PROFILE=thorough
+# raises them for a deeper local run.
+settings.register_profile("ci", deadline=None, max_examples=60,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", deadline=None, max_examples=1000,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("LGM_HYPOTHESIS_PROFILE", "ci"))
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def sum_tol(dtype, n_terms, scale):
+    """Tolerance for a sum of ``n_terms`` terms whose absolute values add up to ``scale``.
+
+    Each term carries a few ulp from exp/log (<= 4 ulp, see lgm._cpu.fastmath) and the sum adds
+    rounding that grows at most linearly with the number of terms (reassociated, vectorised
+    accumulation); the bound is (8 + n_terms) * eps * scale, plus a tiny absolute floor.
+    """
+    eps = np.finfo(dtype).eps
+    return (8 + n_terms) * eps * np.asarray(scale, dtype=np.float64) + 1e-300

@@ -7,17 +7,18 @@ operations, which LLVM vectorises at whatever width the host offers (SSE, AVX2, 
 
 Accuracy (measured by ``tests/test_fastmath.py`` over the whole finite input range):
 
-- ``fexp`` float64: ≤ 2.5 ulp relative error for results ≥ 2^-1022; subnormal results are exact to
-  one subnormal ulp; overflow gives +inf, ``-inf`` gives 0, NaN propagates.
-- ``fexp`` float32: ≤ 2 ulp for normal results, same special values.
+- ``fexp`` float64: ≤ 2.5 ulp relative error for results in [2^-1022, 2^1023]; results below
+  2^-1022 are flushed to 0 (no subnormals), results above 2^1023 become +inf (true overflow
+  starts at 1.8e308, a factor < 2 higher); ``-inf`` gives 0, NaN propagates.
+- ``fexp`` float32: ≤ 2 ulp for results in [2^-126, 2^127], flushed to 0 below and +inf above.
 - ``flog1p`` on [0, 1] (all the softplus needs): ≤ 2 ulp in float64, ≤ 2 ulp in float32.
 
 Method: Cody–Waite range reduction x = k ln2 + r, |r| ≤ ln2/2; a polynomial in r (Taylor to
 degree 12 for float64, evaluated by Estrin's scheme for a short dependency chain; Cephes'
-``expf`` minimax polynomial for float32); 2^k is assembled from exponent bits in two halves so
-that |k| up to twice the exponent range stays representable and overflow/underflow fall out of
-the final multiplies. The rounding of x·log2(e) to an integer uses the 1.5·2^52 (1.5·2^23)
-"magic number" trick, whose low mantissa bits then hold k directly as an integer.
+``expf`` minimax polynomial for float32); 2^k is assembled from exponent bits. The rounding of x·log2(e) to an integer uses the 1.5·2^52 (1.5·2^23)
+"magic number" trick, whose low mantissa bits then hold the biased k, so that one shift of its
+bits gives 2^k. Flushing subnormal results to zero and overflowing a factor < 2 early is the
+price of that single scale; it removes a third of the instructions of an exact two-step scale.
 
 Dtypes: every function has a float32 and a float64 implementation selected at compile time by
 ``numba.extending.overload``; float32 arithmetic stays in float32 (no silent upcast).
@@ -68,30 +69,26 @@ def _i32_as_f32(typingctx, x):
 
 # --- float64 constants -------------------------------------------------------------------------
 _LOG2E_64 = 1.4426950408889634
-_MAGIC_64 = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer held in the low bits
-_MAGIC_BITS_64 = np.int64(np.float64(_MAGIC_64).view(np.int64))
+# 1.5 * 2**52 + 1023: adding it rounds x log2(e) to an integer k held in the low mantissa bits,
+# already biased by the exponent bias; since the magic number's own low 12 bits are zero,
+# bits(t) << 52 is exactly the IEEE encoding of 2^k (one shift, no integer add).
+_MAGIC_64 = 6755399441055744.0 + 1023.0
 _LN2_HI_64 = 6.93145751953125e-1  # Cody-Waite split of ln 2 (Cephes): hi has few mantissa bits
 _LN2_LO_64 = 1.42860682030941723212e-6
-# |x| beyond this is surely overflow/underflow; the clamp keeps k's halves inside the exponent range
-_CLAMP_64 = 1400.0
-_BIAS_64 = np.int64(1023)
-_K_OFFSET_64 = np.int64(4096)  # makes k positive so a logical shift halves it (AVX2 has no vpsraq)
-_K_HALF_64 = np.int64(2048)
+# Clamp so that k + 1023 stays in [0, 2047]: k = -1023 encodes 0.0 (results below 2^-1022 are
+# flushed to zero) and k = 1024 encodes +inf (results above ~2^1023 overflow to inf).
+_LO_64 = -709.09
+_HI_64 = 710.0
 _SHIFT_64 = np.int64(52)
-_ONE_64 = np.int64(1)
 
 # --- float32 constants -------------------------------------------------------------------------
 _LOG2E_32 = np.float32(1.44269504088896341)
-_MAGIC_32 = np.float32(12582912.0)  # 1.5 * 2**23
-_MAGIC_BITS_32 = np.int32(np.float32(12582912.0).view(np.int32))
+_MAGIC_32 = np.float32(12582912.0 + 127.0)  # 1.5 * 2**23 + 127, same trick as above
 _LN2_HI_32 = np.float32(0.693359375)  # Cephes expf split
 _LN2_LO_32 = np.float32(-2.12194440e-4)
-_CLAMP_32 = np.float32(175.0)
-_BIAS_32 = np.int32(127)
-_K_OFFSET_32 = np.int32(512)
-_K_HALF_32 = np.int32(256)
+_LO_32 = np.float32(-88.0)  # k = -127 encodes 0.0: results below 2^-126 flush to zero
+_HI_32 = np.float32(89.0)  # k = 128 encodes +inf
 _SHIFT_32 = np.int32(23)
-_ONE_32 = np.int32(1)
 # Cephes expf minimax coefficients for exp(r) = 1 + r + r^2 P(r), |r| <= ln2/2
 _E32 = tuple(np.float32(c) for c in (
     5.0000001201e-1, 1.6666665459e-1, 4.1665795894e-2, 8.3334519073e-3, 1.3981999507e-3,
@@ -102,7 +99,7 @@ _F32_ONE = np.float32(1.0)
 
 @njit(error_model="numpy")
 def _exp64_nonan(x):
-    xc = min(max(x, -_CLAMP_64), _CLAMP_64)
+    xc = min(max(x, _LO_64), _HI_64)
     t = xc * _LOG2E_64 + _MAGIC_64
     k = t - _MAGIC_64  # round(x log2 e) as a float
     r = xc - k * _LN2_HI_64
@@ -123,15 +120,12 @@ def _exp64_nonan(x):
     s0 = q0 + q1 * r4
     s1 = q2 + 2.08767569878681e-09 * r4
     y = s0 + s1 * r8
-    ki = _f64_as_i64(t) - _MAGIC_BITS_64
-    k1 = ((ki + _K_OFFSET_64) >> _ONE_64) - _K_HALF_64
-    k2 = ki - k1
-    return y * _i64_as_f64((k1 + _BIAS_64) << _SHIFT_64) * _i64_as_f64((k2 + _BIAS_64) << _SHIFT_64)
+    return y * _i64_as_f64(_f64_as_i64(t) << _SHIFT_64)
 
 
 @njit(error_model="numpy")
 def _exp32_nonan(x):
-    xc = min(max(x, -_CLAMP_32), _CLAMP_32)
+    xc = min(max(x, _LO_32), _HI_32)
     t = xc * _LOG2E_32 + _MAGIC_32
     k = t - _MAGIC_32
     r = xc - k * _LN2_HI_32
@@ -139,10 +133,7 @@ def _exp32_nonan(x):
     r2 = r * r
     p = ((_E32[5] * r + _E32[4]) * r2 + (_E32[3] * r + _E32[2])) * r2 + (_E32[1] * r + _E32[0])
     y = p * r2 + r + _F32_ONE
-    ki = _f32_as_i32(t) - _MAGIC_BITS_32
-    k1 = ((ki + _K_OFFSET_32) >> _ONE_32) - _K_HALF_32
-    k2 = ki - k1
-    return y * _i32_as_f32((k1 + _BIAS_32) << _SHIFT_32) * _i32_as_f32((k2 + _BIAS_32) << _SHIFT_32)
+    return y * _i32_as_f32(_f32_as_i32(t) << _SHIFT_32)
 
 
 def fexp_nonan(x):

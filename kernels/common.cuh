@@ -1,29 +1,87 @@
-// lgm CUDA kernels: shared helpers (warp/block reductions, float/double traits).
+// lgm CUDA kernels: shared helpers. No standard headers (NVRTC compiles these sources as they are).
+//
+// Layout conventions (the same as the Numba kernels in lgm/_cpu/kernels.py):
+// - every operand is a C-contiguous (rows_of_that_operand, D) array;
+// - output row r (C order over the broadcast leading shape lead[0..k)) reads operand row
+//   operand_row(r, lead, rs_j, k), where rs_j[a] is the operand's row stride along leading axis a
+//   (0 where it is broadcast); k == 1 is the common case and skips the divisions;
+// - one warp per row: lanes stride over D with vector loads of VW elements (float4 / double2 when
+//   D and the row starts allow it, else VW = 1), then a shuffle reduction; no shared memory.
 #pragma once
 
-template <typename T> struct Traits;
-template <> struct Traits<float> {
-  __device__ static float exp_(float x) { return __expf(x); }  // fast path: SFU ex2, rel err ~2 ulp
-  __device__ static float log2pi() { return 1.8378770664093453f; }
+#define LGM_LOG2PI 1.8378770664093453
+
+template <typename T> struct Math;
+template <> struct Math<float> {
+  __device__ static __forceinline__ float exp_(float x) { return expf(x); }
+  __device__ static __forceinline__ float log_(float x) { return logf(x); }
+  __device__ static __forceinline__ float log1p_(float x) { return log1pf(x); }
+  __device__ static __forceinline__ float inf() { return __int_as_float(0x7f800000); }
+  __device__ static __forceinline__ float nan() { return __int_as_float(0x7fffffff); }
 };
-template <> struct Traits<double> {
-  __device__ static double exp_(double x) { return exp(x); }
-  __device__ static double log2pi() { return 1.8378770664093453; }
+template <> struct Math<double> {
+  __device__ static __forceinline__ double exp_(double x) { return exp(x); }
+  __device__ static __forceinline__ double log_(double x) { return log(x); }
+  __device__ static __forceinline__ double log1p_(double x) { return log1p(x); }
+  __device__ static __forceinline__ double inf() { return __longlong_as_double(0x7ff0000000000000LL); }
+  __device__ static __forceinline__ double nan() { return __longlong_as_double(0x7fffffffffffffffLL); }
 };
 
+// softplus(a) = max(a, 0) + log1p(exp(-|a|)), never overflows; NaN propagates.
+template <typename T> __device__ __forceinline__ T softplus(T a) {
+  return fmax(a, T(0)) + Math<T>::log1p_(Math<T>::exp_(-fabs(a))) + (a != a ? a : T(0));
+}
+
 template <typename T> __device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024). Every thread gets it.
-template <typename T> __device__ __forceinline__ T block_sum(T v) {
-  __shared__ T partial[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // partial[] may still be read from a previous call
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = (lane < nwarps) ? partial[lane] : T(0);
-  return warp_sum(v);
+template <typename T, int VW> struct __align__(sizeof(T) * VW) Pack { T v[VW]; };
+
+template <typename T, int VW>
+__device__ __forceinline__ Pack<T, VW> ld(const T* __restrict__ p, int j) {
+  return __ldg(reinterpret_cast<const Pack<T, VW>*>(p) + j);
 }
+
+// __ldg has no overload for user structs: load through the matching built-in vector types.
+template <> __device__ __forceinline__ Pack<float, 4> ld<float, 4>(const float* __restrict__ p, int j) {
+  float4 t = __ldg(reinterpret_cast<const float4*>(p) + j);
+  Pack<float, 4> r; r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w; return r;
+}
+template <> __device__ __forceinline__ Pack<float, 1> ld<float, 1>(const float* __restrict__ p, int j) {
+  Pack<float, 1> r; r.v[0] = __ldg(p + j); return r;
+}
+template <> __device__ __forceinline__ Pack<double, 2> ld<double, 2>(const double* __restrict__ p, int j) {
+  double2 t = __ldg(reinterpret_cast<const double2*>(p) + j);
+  Pack<double, 2> r; r.v[0] = t.x; r.v[1] = t.y; return r;
+}
+template <> __device__ __forceinline__ Pack<double, 1> ld<double, 1>(const double* __restrict__ p, int j) {
+  Pack<double, 1> r; r.v[0] = __ldg(p + j); return r;
+}
+
+__device__ __forceinline__ long long operand_row(long long r, const long long* __restrict__ lead,
+                                                 const long long* __restrict__ rs, int k) {
+  if (k == 1) return r * rs[0];
+  long long idx = 0, rem = r;
+  for (int a = k - 1; a >= 0; --a) {
+    long long n = lead[a];
+    idx += (rem % n) * rs[a];
+    rem /= n;
+  }
+  return idx;
+}
+
+// Warp-per-row loop header: warp w of the grid takes rows w, w + nwarps, ...
+#define LGM_WARP_ROWS(R)                                                            \
+  const int lane = threadIdx.x & 31;                                                \
+  const long long nwarps = ((long long)gridDim.x * blockDim.x) >> 5;                \
+  for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < (R); r += nwarps)
+
+// Instantiate an extern "C" kernel NAME_<t><vw> for the four (type, vector width) pairs.
+#define LGM_INSTANTIATE(NAME, PARAMS, ARGS)                                          \
+  extern "C" __global__ void NAME##_f32_v4 PARAMS(float) { NAME<float, 4> ARGS; }     \
+  extern "C" __global__ void NAME##_f32_v1 PARAMS(float) { NAME<float, 1> ARGS; }     \
+  extern "C" __global__ void NAME##_f64_v2 PARAMS(double) { NAME<double, 2> ARGS; }   \
+  extern "C" __global__ void NAME##_f64_v1 PARAMS(double) { NAME<double, 1> ARGS; }

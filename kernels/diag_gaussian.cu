@@ -1,55 +1,76 @@
-// Diagonal-Gaussian log-density, one block per row (grid-stride over rows).
+// Diagonal-Gaussian log-density and its fused gradient. Warp per row (see common.cuh).
 //
-//   out[r] = -1/2 * sum_j [ (x[r,j] - mu[r,j])^2 * exp(-logvar[r,j]) + logvar[r,j] + log 2 pi ]
+//   out[r] = -1/2 sum_j [ (x - mu)^2 e^{-lv} + lv + log 2 pi ]
+//   d/dmu = w (x - mu) e^{-lv},  d/dx = -d/dmu,  d/dlv = w/2 ((x - mu)^2 e^{-lv} - 1)
 //
-// Sections: reference (in lgm/reference.py), kernels, launcher (lgm/_gpu.py through CuPy).
-// Bandwidth arithmetic: reads 3 arrays of R*D elements, writes R; one pass.
-// Operands are C-contiguous (rows, D); row_x etc. map an output row to an operand row so that
-// broadcast operands are not copied (rs_* = row strides over the leading shape, 0 if broadcast).
+// Reference: lgm/reference.py. CPU twin: lgm/_cpu/kernels.py (same names, same argument order).
+// Bandwidth: logpdf reads 3 R*D arrays once and writes R; the gradient also writes up to 3 R*D.
 #include "common.cuh"
 
-template <typename T>
-__device__ __forceinline__ long long operand_row(long long r, const long long* lead,
-                                                 const long long* rs, int k) {
-  long long idx = 0, rem = r;
-  for (int a = k - 1; a >= 0; --a) {
-    long long n = lead[a];
-    idx += (rem % n) * rs[a];
-    rem /= n;
-  }
-  return idx;
-}
-
-template <typename T>
-__device__ void diag_gaussian_logpdf_impl(T* __restrict__ out, const T* __restrict__ x,
-                                          const T* __restrict__ mu, const T* __restrict__ lv,
-                                          long long R, int D, const long long* __restrict__ lead,
-                                          const long long* __restrict__ rs, int k) {
-  for (long long r = blockIdx.x; r < R; r += gridDim.x) {
-    const T* xr = x + operand_row<T>(r, lead, rs, k) * D;
-    const T* mr = mu + operand_row<T>(r, lead, rs + k, k) * D;
-    const T* lr = lv + operand_row<T>(r, lead, rs + 2 * k, k) * D;
+template <typename T, int VW>
+__device__ void diag_gaussian_logpdf(T* __restrict__ out, const T* __restrict__ x,
+                                     const T* __restrict__ mu, const T* __restrict__ lv,
+                                     long long R, int D, const long long* __restrict__ lead,
+                                     const long long* __restrict__ rs, int k) {
+  const int DV = D / VW;
+  LGM_WARP_ROWS(R) {
+    const T* xr = x + operand_row(r, lead, rs, k) * D;
+    const T* mr = mu + operand_row(r, lead, rs + k, k) * D;
+    const T* lr = lv + operand_row(r, lead, rs + 2 * k, k) * D;
     T acc = T(0);
-    for (int j = threadIdx.x; j < D; j += blockDim.x) {
-      T d = xr[j] - mr[j];
-      T l = lr[j];
-      acc += d * d * Traits<T>::exp_(-l) + l;
+#pragma unroll 4
+    for (int j = lane; j < DV; j += 32) {
+      Pack<T, VW> a = ld<T, VW>(xr, j), m = ld<T, VW>(mr, j), l = ld<T, VW>(lr, j);
+#pragma unroll
+      for (int c = 0; c < VW; ++c) {
+        T d = a.v[c] - m.v[c];
+        acc += d * d * Math<T>::exp_(-l.v[c]) + l.v[c];
+      }
     }
-    acc = block_sum(acc);
-    if (threadIdx.x == 0) out[r] = T(-0.5) * (acc + T(D) * Traits<T>::log2pi());
+    acc = warp_sum(acc);
+    if (lane == 0) out[r] = T(-0.5) * (acc + T(D) * T(LGM_LOG2PI));
   }
 }
 
-extern "C" __global__ void diag_gaussian_logpdf_f32(float* out, const float* x, const float* mu,
-                                                    const float* lv, long long R, int D,
-                                                    const long long* lead, const long long* rs,
-                                                    int k) {
-  diag_gaussian_logpdf_impl<float>(out, x, mu, lv, R, D, lead, rs, k);
+#define LOGPDF_PARAMS(T)                                                                  \
+  (T * out, const T* x, const T* mu, const T* lv, long long R, int D, const long long* lead, \
+   const long long* rs, int k)
+LGM_INSTANTIATE(diag_gaussian_logpdf, LOGPDF_PARAMS, (out, x, mu, lv, R, D, lead, rs, k))
+
+// Gradient: scalar loads (VW = 1) are enough here, the three outputs dominate the traffic.
+template <typename T, int VW>
+__device__ void diag_gaussian_logpdf_grad(T* __restrict__ out, T* __restrict__ dx,
+                                          T* __restrict__ dmu, T* __restrict__ dlv,
+                                          const T* __restrict__ x, const T* __restrict__ mu,
+                                          const T* __restrict__ lv, const T* __restrict__ w,
+                                          int want_dx, int want_dmu, int want_dlv, long long R,
+                                          int D, const long long* __restrict__ lead,
+                                          const long long* __restrict__ rs, int k) {
+  LGM_WARP_ROWS(R) {
+    const T* xr = x + operand_row(r, lead, rs, k) * D;
+    const T* mr = mu + operand_row(r, lead, rs + k, k) * D;
+    const T* lr = lv + operand_row(r, lead, rs + 2 * k, k) * D;
+    const T wr = w[r];
+    T acc = T(0);
+    for (int j = lane; j < D; j += 32) {
+      T d = __ldg(xr + j) - __ldg(mr + j);
+      T l = __ldg(lr + j);
+      T de = d * Math<T>::exp_(-l);
+      T q = d * de;
+      acc += q + l;
+      long long o = r * D + j;
+      if (want_dmu) dmu[o] = wr * de;
+      if (want_dx) dx[o] = -wr * de;
+      if (want_dlv) dlv[o] = T(0.5) * wr * (q - T(1));
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) out[r] = T(-0.5) * (acc + T(D) * T(LGM_LOG2PI));
+  }
 }
 
-extern "C" __global__ void diag_gaussian_logpdf_f64(double* out, const double* x, const double* mu,
-                                                    const double* lv, long long R, int D,
-                                                    const long long* lead, const long long* rs,
-                                                    int k) {
-  diag_gaussian_logpdf_impl<double>(out, x, mu, lv, R, D, lead, rs, k);
-}
+#define GRAD_PARAMS(T)                                                                      \
+  (T * out, T * dx, T * dmu, T * dlv, const T* x, const T* mu, const T* lv, const T* w,      \
+   int want_dx, int want_dmu, int want_dlv, long long R, int D, const long long* lead,       \
+   const long long* rs, int k)
+LGM_INSTANTIATE(diag_gaussian_logpdf_grad, GRAD_PARAMS,
+                (out, dx, dmu, dlv, x, mu, lv, w, want_dx, want_dmu, want_dlv, R, D, lead, rs, k))

@@ -103,7 +103,7 @@ def event_size(fname, arrays):
 class RowOperands:
     """Operands prepared for a row-wise kernel: each C-contiguous (rows_i, D) plus row strides."""
 
-    def __init__(self, fname, arrays, D=None, lead=None):
+    def __init__(self, fname, arrays, D=None, lead=None, xp=np):
         self.orig_shapes = {n: a.shape for n, a in arrays.items()}
         # 0-d arrays are scalars broadcasting along the last axis too
         arrays = {n: (a.reshape(1) if a.ndim == 0 else a) for n, a in arrays.items()}
@@ -117,8 +117,8 @@ class RowOperands:
         strides = []
         for n, a in arrays.items():
             if a.shape[-1] != self.D:
-                a = np.broadcast_to(a, a.shape[:-1] + (self.D,))
-            a = np.ascontiguousarray(a)
+                a = xp.broadcast_to(a, a.shape[:-1] + (self.D,))
+            a = xp.ascontiguousarray(a)
             a_lead = (1,) * (k - (a.ndim - 1)) + tuple(a.shape[:-1])
             rs = np.zeros(k, dtype=np.int64)
             acc = 1

@@ -33,28 +33,20 @@ __all__ = [
 ]
 
 
-def _cpu():
-    from ._cpu import kernels
+def _backend(fname, module):
+    """(array module, kernels module) for the arrays' device: numpy -> Numba, cupy -> CUDA."""
+    if module == "numpy":
+        from ._cpu import kernels
 
-    return kernels
-
-
-def _gpu(fname):
+        return np, kernels
     try:
-        from . import _gpu as gpu  # noqa: F401
+        import cupy
+
+        from . import _gpu
     except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise RuntimeError(f"{fname}: cupy arrays need the GPU backend: {exc}") from exc
-    return gpu
-
-
-def _require_cpu(fname, module):
-    if module != "numpy":
-        gpu = _gpu(fname)
-        impl = getattr(gpu, fname, None)
-        if impl is None:
-            raise NotImplementedError(f"{fname}: no GPU implementation yet; pass numpy arrays")
-        return impl
-    return None
+        raise RuntimeError(f"{fname}: cupy arrays need the GPU backend (cupy and a CUDA GPU): "
+                           f"{exc}") from exc
+    return cupy, _gpu
 
 
 class LogpdfGrad(NamedTuple):
@@ -80,13 +72,11 @@ def diag_gaussian_logpdf(x, mu, logvar):
     """
     fname = "diag_gaussian_logpdf"
     mod, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(a["x"], a["mu"], a["logvar"])
-    ops = RowOperands(fname, a)
-    out = np.empty(ops.R, dtype)
+    xp, k = _backend(fname, mod)
+    ops = RowOperands(fname, a, xp=xp)
+    out = xp.empty(ops.R, dtype)
     if ops.R:
-        _cpu().diag_gaussian_logpdf(out, ops.rows["x"], ops.rows["mu"], ops.rows["logvar"],
+        k.diag_gaussian_logpdf(out, ops.rows["x"], ops.rows["mu"], ops.rows["logvar"],
                                     ops.lead_arr, ops.rstride)
     return out.reshape(ops.lead)
 
@@ -115,26 +105,24 @@ def diag_gaussian_logpdf_grad(x, mu, logvar, weights=None, wrt=("x", "mu", "logv
     if bad:
         raise ValueError(f"{fname}: expected wrt to name 'x', 'mu' or 'logvar', got {bad}")
     mod, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar, weights=weights)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(a["x"], a["mu"], a["logvar"], a["weights"], wrt)
+    xp, k = _backend(fname, mod)
     w = a.pop("weights")
-    ops = RowOperands(fname, a)
+    ops = RowOperands(fname, a, xp=xp)
     if w is None:
-        w_r = np.ones(ops.R, dtype)
+        w_r = xp.ones(ops.R, dtype)
     else:
         try:
-            w_r = np.ascontiguousarray(np.broadcast_to(w, ops.lead)).reshape(-1)
+            w_r = xp.ascontiguousarray(xp.broadcast_to(w, ops.lead)).reshape(-1)
         except ValueError:
             raise ValueError(
                 f"{fname}: expected weights broadcastable to the leading shape {ops.lead}, "
                 f"got shape {np.shape(w)}"
             ) from None
-    out = np.empty(ops.R, dtype)
-    full = {n: (np.empty((ops.R, ops.D), dtype) if n in wrt else np.empty((0, 0), dtype))
+    out = xp.empty(ops.R, dtype)
+    full = {n: (xp.empty((ops.R, ops.D), dtype) if n in wrt else xp.empty((0, 0), dtype))
             for n in ("x", "mu", "logvar")}
     if ops.R:
-        _cpu().diag_gaussian_logpdf_grad(
+        k.diag_gaussian_logpdf_grad(
             out, full["x"], full["mu"], full["logvar"],
             ops.rows["x"], ops.rows["mu"], ops.rows["logvar"], w_r,
             "x" in wrt, "mu" in wrt, "logvar" in wrt, ops.lead_arr, ops.rstride)
@@ -151,13 +139,11 @@ def bernoulli_logpmf(x, logits):
     """
     fname = "bernoulli_logpmf"
     mod, dtype, a = check_floats(fname, x=x, logits=logits)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(a["x"], a["logits"])
-    ops = RowOperands(fname, a)
-    out = np.empty(ops.R, dtype)
+    xp, k = _backend(fname, mod)
+    ops = RowOperands(fname, a, xp=xp)
+    out = xp.empty(ops.R, dtype)
     if ops.R:
-        _cpu().bernoulli_logpmf(out, ops.rows["x"], ops.rows["logits"], ops.lead_arr, ops.rstride)
+        k.bernoulli_logpmf(out, ops.rows["x"], ops.rows["logits"], ops.lead_arr, ops.rstride)
     return out.reshape(ops.lead)
 
 
@@ -165,27 +151,23 @@ def std_normal_logpdf(t):
     """log N(t | 0, I), summed over the last axis: shape (..., d) -> (...)."""
     fname = "std_normal_logpdf"
     mod, dtype, a = check_floats(fname, t=t)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(a["t"])
-    ops = RowOperands(fname, a)
-    out = np.empty(ops.R, dtype)
+    xp, k = _backend(fname, mod)
+    ops = RowOperands(fname, a, xp=xp)
+    out = xp.empty(ops.R, dtype)
     if ops.R:
-        _cpu().std_normal_logpdf(out, ops.rows["t"])
+        k.std_normal_logpdf(out, ops.rows["t"])
     return out.reshape(ops.lead)
 
 
 def _kl(fname, mu, logvar, want_grad):
     mod, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(a["mu"], a["logvar"])
-    ops = RowOperands(fname, a)
-    out = np.empty(ops.R, dtype)
+    xp, k = _backend(fname, mod)
+    ops = RowOperands(fname, a, xp=xp)
+    out = xp.empty(ops.R, dtype)
     shape = (ops.R, ops.D) if want_grad else (0, 0)
-    dmu, dlv = np.empty(shape, dtype), np.empty(shape, dtype)
+    dmu, dlv = xp.empty(shape, dtype), xp.empty(shape, dtype)
     if ops.R:
-        _cpu().kl_diag_std_normal(out, dmu, dlv, ops.rows["mu"], ops.rows["logvar"], want_grad,
+        k.kl_diag_std_normal(out, dmu, dlv, ops.rows["mu"], ops.rows["logvar"], want_grad,
                                   ops.lead_arr, ops.rstride)
     value = out.reshape(ops.lead)
     if not want_grad:
@@ -212,9 +194,7 @@ def logsumexp(a, axis=-1, keepdims=False):
     """
     fname = "logsumexp"
     mod, dtype, arrs = check_floats(fname, a=a)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(arrs["a"], axis, keepdims)
+    xp, k = _backend(fname, mod)
     a = arrs["a"]
     if axis is None:
         axes = tuple(range(a.ndim))
@@ -240,26 +220,25 @@ def logsumexp(a, axis=-1, keepdims=False):
     out_shape = tuple(a.shape[ax] for ax in keep)
     contiguous_block = axes == tuple(range(axes[0], axes[0] + len(axes)))
     if contiguous_block:
-        b = np.ascontiguousarray(a)
+        b = xp.ascontiguousarray(a)
         P = int(np.prod(a.shape[: axes[0]], dtype=np.int64))
         Q = int(np.prod(a.shape[axes[-1] + 1:], dtype=np.int64))
     else:
-        b = np.ascontiguousarray(np.transpose(a, keep + list(axes)))
+        b = xp.ascontiguousarray(xp.transpose(a, keep + list(axes)))
         P, Q = int(np.prod(out_shape, dtype=np.int64)), 1
     b = b.reshape(P, n_red, Q)
-    k = _cpu()
     if P * Q == 0:
-        out = np.empty((P, Q), dtype)
+        out = xp.empty((P, Q), dtype)
     elif Q == 1:
-        out = np.empty(P, dtype)
+        out = xp.empty(P, dtype)
         k.logsumexp_rows(out, b.reshape(P, n_red))
     else:
-        out = np.empty((P, Q), dtype)
-        m, s, nan = np.empty((P, Q), dtype), np.empty((P, Q), dtype), np.empty((P, Q), np.bool_)
+        out = xp.empty((P, Q), dtype)
+        m, s, nan = xp.empty((P, Q), dtype), xp.empty((P, Q), dtype), xp.empty((P, Q), xp.bool_)
         k.logsumexp_cols(out, b, m, s, nan)
     out = out.reshape(out_shape)
     if keepdims:
-        out = np.expand_dims(out, axes)
+        out = xp.expand_dims(out, axes)
     return out
 
 
@@ -289,9 +268,7 @@ def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, lo
         raise ValueError(f"{fname}: give either mu_x and logvar_x or logits, not both")
     mod, dtype, a = check_floats(fname, x=x, mu_x=mu_x, logvar_x=logvar_x, logits=logits, t=t,
                                  mu_t=mu_t, logvar_t=logvar_t)
-    impl = _require_cpu(fname, mod)
-    if impl is not None:
-        return impl(**a)
+    xp, k = _backend(fname, mod)
     dec = {"x": a["x"]}
     if gaussian:
         dec.update(mu_x=a["mu_x"], logvar_x=a["logvar_x"])
@@ -302,12 +279,11 @@ def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, lo
         if v.ndim == 0:
             raise ValueError(f"{fname}: expected {n} to have an event axis, got a scalar")
     lead = broadcast_lead(fname, {**dec, **lat})
-    dops = RowOperands(fname, dec, lead=lead)
-    lops = RowOperands(fname, lat, lead=lead)
+    dops = RowOperands(fname, dec, lead=lead, xp=xp)
+    lops = RowOperands(fname, lat, lead=lead, xp=xp)
     rs = np.concatenate([dops.rstride if gaussian else np.insert(dops.rstride, 2, 0, axis=0),
                          lops.rstride])
-    out = np.empty(dops.R, dtype)
-    k = _cpu()
+    out = xp.empty(dops.R, dtype)
     if dops.R:
         if gaussian:
             k.importance_log_weights_gaussian(
@@ -349,11 +325,11 @@ def importance_weights(log_w, axis=0):
     """
     mod, lw = _log_w("importance_weights", log_w)
     lse = logsumexp(lw, axis=axis, keepdims=True)
-    xp = np if mod == "numpy" else _gpu("importance_weights").cupy
+    xp, _ = _backend("importance_weights", mod)
     safe = xp.where(xp.isfinite(lse), lse, lw.dtype.type(0))
     with np.errstate(invalid="ignore", over="ignore"):
         w = xp.exp(lw - safe)
-    return xp.where(xp.isneginf(lse), lw.dtype.type(0), w)
+    return xp.where(lse == -np.inf, lw.dtype.type(0), w)
 
 
 def reparameterize(mu, logvar, rng, n_samples=None):
@@ -371,25 +347,23 @@ def reparameterize(mu, logvar, rng, n_samples=None):
     """
     fname = "reparameterize"
     mod, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
-    if mod != "numpy":
-        return _require_cpu(fname, mod)(a["mu"], a["logvar"], rng, n_samples)
-    if not isinstance(rng, np.random.Generator):
-        if rng is None or isinstance(rng, (int, np.integer)):
-            rng = np.random.default_rng(rng)
-        else:
-            raise TypeError(f"{fname}: expected rng to be a numpy.random.Generator or an int seed, "
-                            f"got {type(rng).__name__}")
-    ops = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]})
+    xp, k = _backend(fname, mod)
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) or rng is None:
+        rng = xp.random.default_rng(rng)
+    elif not isinstance(rng, (np.random.Generator, xp.random.Generator)):
+        raise TypeError(f"{fname}: expected rng to be a numpy (or cupy) random Generator or an int "
+                        f"seed, got {type(rng).__name__}")
+    ops = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, xp=xp)
     shape = ops.lead + (ops.D,)
     if n_samples is not None:
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
         shape = (int(n_samples),) + shape
-    eps = rng.standard_normal(shape, dtype=dtype)
-    lead = shape[:-1]
-    ops2 = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, D=ops.D, lead=lead)
-    t = np.empty_like(eps)
+    # a numpy Generator with cupy arrays: draw on the host (same numbers as the CPU path), copy
+    eps = xp.asarray(rng.standard_normal(shape, dtype=dtype))
+    ops2 = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, D=ops.D, lead=shape[:-1], xp=xp)
+    t = xp.empty_like(eps)
     if t.size:
-        _cpu().reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
-                              eps.reshape(-1, ops.D), ops2.lead_arr, ops2.rstride)
+        k.reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
+                         eps.reshape(-1, ops.D), ops2.lead_arr, ops2.rstride)
     return t, eps

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared script (under 4 minutes on an H100/H200):
+#   1. build the fatbins with CMake/nvcc (sm_90 for the lent Hopper GPUs, plus sm_80),
+#   2. run the GPU tests (fatbin path, and every kernel name through NVRTC),
+#   3. run the GPU benchmark and write its table.
+# Usage (on the GPU machine, from the repository root): bash bench/gpu_check.sh [OUTDIR]
+set -uo pipefail
+OUT="${1:-${OUT:-gpu-check}}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
+rc=0
+cmake -S . -B build-gpu -DLGM_CUDA_ARCHITECTURES="80;90" >/dev/null && cmake --build build-gpu 2>&1 | tail -3 || rc=1
+export LGM_FATBIN_DIR="$PWD/build-gpu/lgm_kernels"
+python3 -c "import lgm._gpu as g; print(g.backend_info())" 2>&1 | tee "$OUT/backend.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_launch.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+timeout 200 python3 bench/gpu_bench.py --out "$OUT/gpu_bench.md" 2>&1 | tail -30 || rc=1
+exit $rc

@@ -1,0 +1,214 @@
+"""GPU backend: the CUDA kernels of ``kernels/*.cu`` launched through CuPy.
+
+Imported only when a cupy array reaches a public function (the CPU path never imports cupy).
+Every launcher has the name and argument order of its CPU twin in ``lgm._cpu.kernels``
+(outputs first, then inputs, then the index tables), so ``lgm.ops`` calls either the same way.
+
+Loading, once per source file and process:
+1. a fatbin built ahead of time by ``CMakeLists.txt`` (nvcc) — looked for in ``$LGM_FATBIN_DIR``,
+   then next to the sources (``lgm/kernels/*.fatbin``, where ``cmake --install`` puts them) — if
+   it loads on this device (a fatbin without this device's architecture fails to load);
+2. otherwise NVRTC compiles the same ``.cu`` source (CuPy ``RawModule``; CuPy caches the binary
+   on disk, so later processes skip the compile).
+``backend_info()`` says which path each file took.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import cupy  # noqa: F401  (ImportError here means: no GPU backend)
+import numpy as np
+
+from . import _launch
+
+_SOURCES = ("diag_gaussian", "bernoulli", "latent", "logsumexp", "importance")
+_modules: dict = {}
+_how: dict = {}
+
+
+def _kernel_dir():
+    """The CUDA sources: inside the installed package (lgm/kernels/), or, when lgm runs from a
+    source tree that is not installed, the tree's top-level kernels/ folder."""
+    try:
+        d = resources.files("lgm.kernels")
+        if (d / "diag_gaussian.cu").is_file():
+            return d
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "kernels"
+
+
+def _load(name):
+    if name in _modules:
+        return _modules[name]
+    kdir = _kernel_dir()
+    candidates = []
+    if os.environ.get("LGM_FATBIN_DIR"):
+        candidates.append(os.path.join(os.environ["LGM_FATBIN_DIR"], f"{name}.fatbin"))
+    candidates.append(str(kdir / f"{name}.fatbin"))
+    mod = None
+    for path in candidates:
+        if os.path.exists(path):
+            try:
+                m = cupy.RawModule(path=path)
+                m.get_function(_probe_name(name))  # forces the load; fails on a foreign arch
+                mod, _how[name] = m, f"fatbin {path}"
+                break
+            except cupy.cuda.driver.CUDADriverError:
+                continue
+    if mod is None:
+        src = (kdir / f"{name}.cu").read_text()
+        mod = cupy.RawModule(code=src, options=("-std=c++17", f"-I{kdir}"))
+        mod.compile()
+        _how[name] = "NVRTC (from the shipped .cu source)"
+    _modules[name] = mod
+    return mod
+
+
+def _probe_name(name):
+    return {"diag_gaussian": "diag_gaussian_logpdf_f32_v1", "bernoulli": "bernoulli_logpmf_f32_v1",
+            "latent": "std_normal_logpdf_f32_v1", "logsumexp": "logsumexp_rows_f32_v1",
+            "importance": "importance_log_weights_gaussian_f32_v1"}[name]
+
+
+def kernel_names():
+    """Every extern "C" kernel name, per source file (tests compile them all)."""
+    per = {
+        "diag_gaussian": ["diag_gaussian_logpdf", "diag_gaussian_logpdf_grad"],
+        "bernoulli": ["bernoulli_logpmf"],
+        "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
+        "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
+        "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
+    }
+    suffixes = ("_f32_v4", "_f32_v1", "_f64_v2", "_f64_v1")
+    return {src: [k + s for k in ks for s in suffixes] for src, ks in per.items()}
+
+
+def backend_info():
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    for s in _SOURCES:
+        _load(s)
+    how = "; ".join(f"{k}: {v}" for k, v in _how.items())
+    return f"{name} (sm_{props['major']}{props['minor']}), cupy {cupy.__version__}; {how}"
+
+
+def vector_width(dtype, D, arrays):
+    return _launch.vector_width(np.dtype(dtype).itemsize, D, [a.data.ptr for a in arrays])
+
+
+_SM = None
+
+
+def _sms():
+    global _SM
+    if _SM is None:
+        _SM = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"]
+    return _SM
+
+
+def _fn(src, base, dtype, vw):
+    return _load(src).get_function(base + _launch.kernel_suffix(dtype, vw))
+
+
+_TABLES: dict = {}
+
+
+def _tables(lead, rs):
+    """Device copies of the row-index tables, cached: a host-to-device copy of pageable memory
+    would otherwise wait for the previous kernel and serialise back-to-back launches."""
+    lead = np.ascontiguousarray(lead, np.int64)
+    rs = np.ascontiguousarray(rs, np.int64).reshape(-1)
+    key = (cupy.cuda.Device().id, lead.tobytes(), rs.tobytes())
+    hit = _TABLES.get(key)
+    if hit is None:
+        if len(_TABLES) > 256:
+            _TABLES.clear()
+        hit = _TABLES[key] = (cupy.asarray(lead), cupy.asarray(rs), np.int32(len(lead)))
+    return hit
+
+
+def _launch_rows(src, base, R, dtype, vw, args):
+    fn = _fn(src, base, dtype, vw)
+    fn((_launch.grid_for_rows(R, _sms()),), (_launch.THREADS,), args)
+
+
+# --- twins of lgm._cpu.kernels ------------------------------------------------------------------
+def diag_gaussian_logpdf(out_r, x_rd, mu_rd, lv_rd, lead, rs):
+    R, D = out_r.shape[0], x_rd.shape[1]
+    vw = vector_width(out_r.dtype, D, (x_rd, mu_rd, lv_rd))
+    L, S, k = _tables(lead, rs)
+    _launch_rows("diag_gaussian", "diag_gaussian_logpdf", R, out_r.dtype, vw,
+                 (out_r, x_rd, mu_rd, lv_rd, np.int64(R), np.int32(D), L, S, k))
+
+
+def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, w_r,
+                              want_dx, want_dmu, want_dlv, lead, rs):
+    R, D = out_r.shape[0], x_rd.shape[1]
+    L, S, k = _tables(lead, rs)
+    _launch_rows("diag_gaussian", "diag_gaussian_logpdf_grad", R, out_r.dtype, 1,
+                 (out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, w_r, np.int32(want_dx),
+                  np.int32(want_dmu), np.int32(want_dlv), np.int64(R), np.int32(D), L, S, k))
+
+
+def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
+    R, D = out_r.shape[0], x_rd.shape[1]
+    vw = vector_width(out_r.dtype, D, (x_rd, l_rd))
+    L, S, k = _tables(lead, rs)
+    _launch_rows("bernoulli", "bernoulli_logpmf", R, out_r.dtype, vw,
+                 (out_r, x_rd, l_rd, np.int64(R), np.int32(D), L, S, k))
+
+
+def std_normal_logpdf(out_r, t_rd):
+    R, D = t_rd.shape
+    _launch_rows("latent", "std_normal_logpdf", R, out_r.dtype, 1, (out_r, t_rd, np.int64(R), np.int32(D)))
+
+
+def kl_diag_std_normal(out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, want_grad, lead, rs):
+    R, D = out_r.shape[0], mu_rd.shape[1]
+    L, S, k = _tables(lead, rs)
+    _launch_rows("latent", "kl_diag_std_normal", R, out_r.dtype, 1,
+                 (out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, np.int32(want_grad), np.int64(R), np.int32(D), L, S, k))
+
+
+def reparameterize(t_rd, mu_rd, lv_rd, eps_rd, lead, rs):
+    R, D = t_rd.shape
+    L, S, k = _tables(lead, rs)
+    _launch_rows("latent", "reparameterize", R, t_rd.dtype, 1,
+                 (t_rd, mu_rd, lv_rd, eps_rd, np.int64(R), np.int32(D), L, S, k))
+
+
+def logsumexp_rows(out_p, a_pn):
+    P, N = a_pn.shape
+    _launch_rows("logsumexp", "logsumexp_rows", P, out_p.dtype, 1, (out_p, a_pn, np.int64(P), np.int32(N)))
+
+
+def logsumexp_cols(out_pq, a_pnq, m_pq=None, s_pq=None, nan_pq=None):
+    P, N, Q = a_pnq.shape
+    fn = _fn("logsumexp", "logsumexp_cols", out_pq.dtype, 1)
+    fn((_launch.grid_for_elements(P * Q, _sms()),), (_launch.THREADS,), (out_pq, a_pnq, np.int64(P), np.int32(N), np.int64(Q)))
+
+
+def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, lead, rs):
+    R, D, K = out_r.shape[0], x_rd.shape[1], t_rk.shape[1]
+    vw = vector_width(out_r.dtype, D, (x_rd, mux_rd, lvx_rd))
+    L, S, k = _tables(lead, rs)
+    _launch_rows("importance", "importance_log_weights_gaussian", R, out_r.dtype, vw,
+                 (out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D),
+                  np.int32(K), L, S, k))
+
+
+def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, lead, rs):
+    R, D, K = out_r.shape[0], x_rd.shape[1], t_rk.shape[1]
+    vw = vector_width(out_r.dtype, D, (x_rd, l_rd))
+    L, S, k = _tables(lead, rs)
+    _launch_rows("importance", "importance_log_weights_bernoulli", R, out_r.dtype, vw,
+                 (out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D), np.int32(K), L, S, k))
+
+
+def read3(a_rd, b_rd, c_rd, out_r):  # pragma: no cover - the GPU benchmark uses a device copy
+    raise NotImplementedError("use a device-to-device copy as the GPU bandwidth reference")

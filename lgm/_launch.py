@@ -1,0 +1,39 @@
+"""Launch arithmetic for the GPU kernels, kept free of cupy so that it is unit-tested anywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+
+WARPS_PER_BLOCK = 8
+THREADS = 32 * WARPS_PER_BLOCK
+
+
+def vector_width(itemsize, D, ptrs):
+    """Widest vector load usable for rows of length D: 16 bytes (float4 / double2) when D is a
+    multiple of the lanes and every operand's base address is 16-byte aligned (then every row
+    start is), else 1 (scalar loads)."""
+    lanes = 16 // int(itemsize)
+    if D % lanes == 0 and all(int(p) % 16 == 0 for p in ptrs):
+        return lanes
+    return 1
+
+
+def grid_for_rows(R, sm_count, waves=8):
+    """Blocks for a warp-per-row kernel: one warp per row, at most ``waves`` blocks per SM;
+    beyond that the warps loop over rows (grid-stride), so any R fits one launch."""
+    need = (int(R) + WARPS_PER_BLOCK - 1) // WARPS_PER_BLOCK
+    return max(1, min(need, int(sm_count) * waves))
+
+
+def grid_for_elements(n, sm_count, waves=8):
+    """Blocks for a thread-per-element kernel with a grid-stride loop."""
+    need = (int(n) + THREADS - 1) // THREADS
+    return max(1, min(need, int(sm_count) * waves))
+
+
+def kernel_suffix(dtype, vw):
+    t = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+    allowed = {"f32": (1, 4), "f64": (1, 2)}[t]
+    if vw not in allowed:
+        raise ValueError(f"vector width {vw} not instantiated for {t} (have {allowed})")
+    return f"_{t}_v{vw}"

@@ -1,0 +1,140 @@
+"""GPU backend: every kernel against the CPU kernel and the reference. Skips without a GPU.
+
+Tolerances: the CUDA kernels use the device's expf/exp (<= 2 ulp) and a different summation
+order (warp tree) than the CPU loop, so results agree to the sum tolerance of conftest.sum_tol.
+"""
+
+import numpy as np
+import pytest
+
+import lgm
+from lgm import reference as ref
+
+cupy = pytest.importorskip("cupy", reason="cupy is not installed: GPU tests skipped")
+try:
+    _NDEV = cupy.cuda.runtime.getDeviceCount()
+except Exception as exc:  # noqa: BLE001 - any CUDA error means: no usable GPU
+    _NDEV = 0
+    _WHY = str(exc)
+if _NDEV == 0:
+    pytest.skip("no CUDA GPU visible: GPU tests skipped", allow_module_level=True)
+
+pytestmark = pytest.mark.gpu
+
+
+def _rtol(dtype):
+    return 2e-5 if dtype == np.float32 else 1e-12
+
+
+def _close(got_gpu, want, dtype, scale=None):
+    got = cupy.asnumpy(got_gpu)
+    assert got.dtype == dtype
+    want = np.asarray(want, np.float64)
+    scale = np.abs(want) + 1 if scale is None else scale
+    assert np.all(np.abs(got - want) <= _rtol(dtype) * scale), np.abs(got - want).max()
+
+
+def test_every_kernel_name_compiles_with_nvrtc():
+    from lgm import _gpu
+
+    for src, names in _gpu.kernel_names().items():
+        code = (_gpu._kernel_dir() / f"{src}.cu").read_text()
+        mod = cupy.RawModule(code=code, options=("-std=c++17", f"-I{_gpu._kernel_dir()}"))
+        for n in names:
+            mod.get_function(n)  # compiles (NVRTC) and loads; raises if the name is missing
+    assert "NVRTC" in _gpu.backend_info() or "fatbin" in _gpu.backend_info()
+
+
+@pytest.mark.parametrize("R,D", [(5, 1), (37, 785), (20001, 784), (3000, 37)])
+def test_logpdf_and_grad_vs_cpu(dtype, R, D):
+    """20001 rows exceed one grid (132 SMs x 8 blocks x 8 warps) on the lent GPUs; odd D uses
+    the scalar path, D = 784 the vector path."""
+    rng = np.random.default_rng(R + D)
+    x, mu = rng.standard_normal((2, R, D)).astype(dtype)
+    lv = rng.uniform(-3, 3, (R, D)).astype(dtype)
+    g = [cupy.asarray(a) for a in (x, mu, lv)]
+    cpu = lgm.diag_gaussian_logpdf(x, mu, lv)
+    want = ref.diag_gaussian_logpdf(*(a.astype(np.float64) for a in (x, mu, lv)))
+    scale = (np.abs((x - mu).astype(np.float64) ** 2 * np.exp(-lv.astype(np.float64))) + np.abs(lv) + 2).sum(-1)
+    _close(lgm.diag_gaussian_logpdf(*g), want, dtype, scale)
+    assert np.all(np.abs(cpu - want) <= _rtol(dtype) * scale)
+    w = rng.uniform(0, 1, R).astype(dtype)
+    res = lgm.diag_gaussian_logpdf_grad(*g, weights=cupy.asarray(w))
+    rc = lgm.diag_gaussian_logpdf_grad(x, mu, lv, weights=w)
+    for a, b in zip(res, rc):
+        np.testing.assert_allclose(cupy.asnumpy(a), b, rtol=_rtol(dtype) * 10, atol=_rtol(dtype) * np.abs(b).max())
+
+
+def test_unaligned_and_broadcast_operands(dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((65, 784)).astype(dtype)
+    mu = rng.standard_normal(784).astype(dtype)
+    lv = rng.standard_normal((1, 784)).astype(dtype)
+    gx = cupy.asarray(x)[1:]  # base pointer offset by one row: still aligned for D = 784 * 4 B
+    gx_odd = cupy.asarray(np.concatenate([x.ravel(), [0]]).astype(dtype))[1:].reshape(65, 784)  # misaligned
+    want = ref.diag_gaussian_logpdf(x[1:].astype(np.float64), mu.astype(np.float64), lv.astype(np.float64))
+    _close(lgm.diag_gaussian_logpdf(gx, cupy.asarray(mu), cupy.asarray(lv)), want, dtype, np.abs(want) * 10)
+    want2 = ref.diag_gaussian_logpdf(np.concatenate([x.ravel(), [0]])[1:].reshape(65, 784).astype(np.float64),
+                                     mu.astype(np.float64), lv.astype(np.float64))
+    _close(lgm.diag_gaussian_logpdf(gx_odd, cupy.asarray(mu), cupy.asarray(lv)), want2, dtype, np.abs(want2) * 10)
+
+
+def test_bernoulli_kl_stdnormal_reparam(dtype):
+    rng = np.random.default_rng(2)
+    x = (rng.random((300, 784)) < 0.5).astype(dtype)
+    lg = rng.normal(0, 30, (300, 784)).astype(dtype)
+    want = ref.bernoulli_logpmf(x.astype(np.float64), lg.astype(np.float64))
+    _close(lgm.bernoulli_logpmf(cupy.asarray(x), cupy.asarray(lg)), want, dtype, np.abs(lg).sum(-1) + 1)
+    mu = rng.standard_normal((300, 16)).astype(dtype)
+    lv = rng.uniform(-3, 3, (300, 16)).astype(dtype)
+    _close(lgm.kl_diag_std_normal(cupy.asarray(mu), cupy.asarray(lv)),
+           ref.kl_diag_std_normal(mu.astype(np.float64), lv.astype(np.float64)), dtype, 100)
+    kl, dmu, dlv = lgm.kl_diag_std_normal_grad(cupy.asarray(mu), cupy.asarray(lv))
+    np.testing.assert_allclose(cupy.asnumpy(dlv), 0.5 * (np.exp(lv.astype(np.float64)) - 1), rtol=_rtol(dtype) * 10)
+    _close(lgm.std_normal_logpdf(cupy.asarray(mu)), ref.std_normal_logpdf(mu.astype(np.float64)), dtype, 100)
+    t, eps = lgm.reparameterize(cupy.asarray(mu), cupy.asarray(lv), np.random.default_rng(3), n_samples=4)
+    tc, epsc = lgm.reparameterize(mu, lv, np.random.default_rng(3), n_samples=4)
+    np.testing.assert_array_equal(cupy.asnumpy(eps), epsc)  # same host draws: same samples
+    np.testing.assert_allclose(cupy.asnumpy(t), tc, rtol=_rtol(dtype), atol=_rtol(dtype))
+    tg, _ = lgm.reparameterize(cupy.asarray(mu), cupy.asarray(lv), 5)  # cupy's own generator
+    assert isinstance(tg, cupy.ndarray) and tg.dtype == dtype
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, None])
+def test_logsumexp_rules(dtype, axis):
+    rng = np.random.default_rng(4)
+    a = (rng.standard_normal((70, 300)) * 10).astype(dtype)
+    a[3, :] = -np.inf
+    a[:, 5] = -np.inf
+    a[10, 7] = np.inf
+    a[20, 9] = np.nan
+    got = cupy.asnumpy(lgm.logsumexp(cupy.asarray(a), axis=axis))
+    cpu = lgm.logsumexp(a, axis=axis)
+    np.testing.assert_allclose(got, cpu, rtol=_rtol(dtype) * 10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    assert np.array_equal(np.isnan(got), np.isnan(cpu)) and np.array_equal(np.isinf(got), np.isinf(cpu))
+
+
+def test_importance_weights_and_iwae(dtype):
+    rng = np.random.default_rng(5)
+    S, B, D, d = 64, 300, 784, 16
+    x = rng.random((B, D)).astype(dtype)
+    mux = rng.random((S, B, D)).astype(dtype)
+    lvx = rng.uniform(-3, 0, (S, B, D)).astype(dtype)
+    t = rng.standard_normal((S, B, d)).astype(dtype)
+    mt = rng.standard_normal((B, d)).astype(dtype)
+    lt = rng.uniform(-1, 1, (B, d)).astype(dtype)
+    g = [cupy.asarray(v) for v in (x, t, mt, lt, mux, lvx)]
+    lw = lgm.importance_log_weights(g[0], g[1], g[2], g[3], mu_x=g[4], logvar_x=g[5])
+    cpu = lgm.importance_log_weights(x, t, mt, lt, mu_x=mux, logvar_x=lvx)
+    np.testing.assert_allclose(cupy.asnumpy(lw), cpu, rtol=_rtol(dtype) * 10, atol=1e-2 if dtype == np.float32 else 1e-8)
+    np.testing.assert_allclose(cupy.asnumpy(lgm.iwae(lw)), lgm.iwae(cpu), rtol=_rtol(dtype) * 10)
+    lb = lgm.importance_log_weights(g[0], g[1], g[2], g[3], logits=g[4])
+    np.testing.assert_allclose(cupy.asnumpy(lb), lgm.importance_log_weights(x, t, mt, lt, logits=mux),
+                               rtol=_rtol(dtype) * 10, atol=1e-2 if dtype == np.float32 else 1e-8)
+    w = lgm.importance_weights(lw)
+    np.testing.assert_allclose(cupy.asnumpy(w).sum(0), 1, rtol=1e-4)
+
+
+def test_mixed_numpy_cupy_refused():
+    with pytest.raises(TypeError, match="mix of numpy and cupy"):
+        lgm.diag_gaussian_logpdf(np.zeros((2, 3)), cupy.zeros((2, 3)), np.zeros((2, 3)))

@@ -1,0 +1,68 @@
+"""GPU launch arithmetic and kernel inventory, testable without a GPU (no cupy, no NVRTC)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lgm import _launch
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+
+
+def test_vector_width():
+    assert _launch.vector_width(4, 784, [0, 256, 4096]) == 4  # float4
+    assert _launch.vector_width(8, 784, [0, 256]) == 2  # double2
+    assert _launch.vector_width(4, 785, [0]) == 1  # odd D: scalar loads
+    assert _launch.vector_width(4, 784, [0, 4]) == 1  # one base not 16-byte aligned
+    assert _launch.vector_width(8, 3, [0]) == 1
+
+
+def test_grid_for_rows():
+    assert _launch.grid_for_rows(1, 132) == 1
+    assert _launch.grid_for_rows(8, 132) == 1
+    assert _launch.grid_for_rows(9, 132) == 2
+    # beyond 8 blocks per SM the warps loop (grid-stride): the grid stops growing
+    assert _launch.grid_for_rows(10**7, 132) == 132 * 8
+    assert _launch.grid_for_elements(10**9, 132) == 132 * 8
+    assert _launch.grid_for_elements(1, 132) == 1
+
+
+def test_kernel_suffix():
+    assert _launch.kernel_suffix(np.float32, 4) == "_f32_v4"
+    assert _launch.kernel_suffix(np.float64, 2) == "_f64_v2"
+    with pytest.raises(ValueError):
+        _launch.kernel_suffix(np.float64, 4)
+
+
+def test_every_listed_kernel_is_defined_in_the_sources():
+    """The names the GPU backend launches exist as extern "C" instantiations in kernels/*.cu."""
+    expected = {
+        "diag_gaussian": ["diag_gaussian_logpdf", "diag_gaussian_logpdf_grad"],
+        "bernoulli": ["bernoulli_logpmf"],
+        "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
+        "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
+        "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
+    }
+    for src, names in expected.items():
+        text = (KERNELS / f"{src}.cu").read_text()
+        for n in names:
+            assert re.search(rf"LGM_INSTANTIATE\(\s*{n}\s*,", text), (src, n)
+
+
+def test_cpu_and_gpu_twins_share_signatures():
+    """thinc habit: every GPU launcher has its CPU twin's name and argument names."""
+    import ast
+    import inspect
+
+    from lgm._cpu import kernels as cpu
+
+    gpu_src = (Path(__file__).resolve().parent.parent / "lgm" / "_gpu.py").read_text()
+    tree = ast.parse(gpu_src)
+    gpu_funcs = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, ast.FunctionDef)}
+    for name in ("diag_gaussian_logpdf", "diag_gaussian_logpdf_grad", "bernoulli_logpmf",
+                 "std_normal_logpdf", "kl_diag_std_normal", "reparameterize", "logsumexp_rows",
+                 "logsumexp_cols", "importance_log_weights_gaussian", "importance_log_weights_bernoulli"):
+        cpu_args = list(inspect.signature(getattr(cpu, name).py_func).parameters)
+        assert gpu_funcs[name] == cpu_args, name

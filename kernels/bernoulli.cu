@@ -9,8 +9,9 @@ __device__ void bernoulli_logpmf(T* __restrict__ out, const T* __restrict__ x,
                                  const long long* __restrict__ rs, int k) {
   const int DV = D / VW;
   LGM_WARP_ROWS(R) {
-    const T* xr = x + operand_row(r, lead, rs, k) * D;
-    const T* lr = lg + operand_row(r, lead, rs + k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* xr = x + operand_row(ix, lead, rs) * D;
+    const T* lr = lg + operand_row(ix, lead, rs + k) * D;
     T acc = T(0);
 #pragma unroll 4
     for (int j = lane; j < DV; j += 32) {

@@ -61,16 +61,67 @@ template <> __device__ __forceinline__ Pack<double, 1> ld<double, 1>(const doubl
   Pack<double, 1> r; r.v[0] = __ldg(p + j); return r;
 }
 
-__device__ __forceinline__ long long operand_row(long long r, const long long* __restrict__ lead,
-                                                 const long long* __restrict__ rs, int k) {
-  if (k == 1) return r * rs[0];
-  long long idx = 0, rem = r;
-  for (int a = k - 1; a >= 0; --a) {
+// The multi-index of output row r over the leading shape, computed once per row and shared by
+// all operands (k <= 2 covers (R,) and (S, B); 32-bit division when the sizes allow, since 64-bit
+// division is a long software sequence on the GPU).
+struct RowIdx {
+  long long i0, i1;  // valid for k <= 2
+  long long r;
+  int k;
+};
+
+__device__ __forceinline__ RowIdx row_index(long long r, const long long* __restrict__ lead, int k) {
+  RowIdx ix;
+  ix.r = r;
+  ix.k = k;
+  if (k == 1) {
+    ix.i0 = r;
+    ix.i1 = 0;
+  } else if (k == 2) {
+    const long long n1 = lead[1];
+    if (r < 2147483647LL && n1 < 2147483647LL) {
+      const unsigned q = (unsigned)r / (unsigned)n1;
+      ix.i0 = q;
+      ix.i1 = r - (long long)q * n1;
+    } else {
+      ix.i0 = r / n1;
+      ix.i1 = r - ix.i0 * n1;
+    }
+  } else {
+    ix.i0 = ix.i1 = 0;
+  }
+  return ix;
+}
+
+// Row of operand j (its strides rs[0..k)) for the output row described by ix.
+__device__ __forceinline__ long long operand_row(const RowIdx& ix, const long long* __restrict__ lead,
+                                                 const long long* __restrict__ rs) {
+  if (ix.k == 1) return ix.i0 * rs[0];
+  if (ix.k == 2) return ix.i0 * rs[0] + ix.i1 * rs[1];
+  long long idx = 0, rem = ix.r;
+  for (int a = ix.k - 1; a >= 0; --a) {
     long long n = lead[a];
     idx += (rem % n) * rs[a];
     rem /= n;
   }
   return idx;
+}
+
+// Streaming loads (evict-first) for operands read exactly once.
+template <typename T, int VW> __device__ __forceinline__ Pack<T, VW> ldcs(const T* __restrict__ p, int j);
+template <> __device__ __forceinline__ Pack<float, 4> ldcs<float, 4>(const float* __restrict__ p, int j) {
+  float4 t = __ldcs(reinterpret_cast<const float4*>(p) + j);
+  Pack<float, 4> r; r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w; return r;
+}
+template <> __device__ __forceinline__ Pack<float, 1> ldcs<float, 1>(const float* __restrict__ p, int j) {
+  Pack<float, 1> r; r.v[0] = __ldcs(p + j); return r;
+}
+template <> __device__ __forceinline__ Pack<double, 2> ldcs<double, 2>(const double* __restrict__ p, int j) {
+  double2 t = __ldcs(reinterpret_cast<const double2*>(p) + j);
+  Pack<double, 2> r; r.v[0] = t.x; r.v[1] = t.y; return r;
+}
+template <> __device__ __forceinline__ Pack<double, 1> ldcs<double, 1>(const double* __restrict__ p, int j) {
+  Pack<double, 1> r; r.v[0] = __ldcs(p + j); return r;
 }
 
 // Warp-per-row loop header: warp w of the grid takes rows w, w + nwarps, ...

@@ -14,13 +14,15 @@ __device__ void diag_gaussian_logpdf(T* __restrict__ out, const T* __restrict__ 
                                      const long long* __restrict__ rs, int k) {
   const int DV = D / VW;
   LGM_WARP_ROWS(R) {
-    const T* xr = x + operand_row(r, lead, rs, k) * D;
-    const T* mr = mu + operand_row(r, lead, rs + k, k) * D;
-    const T* lr = lv + operand_row(r, lead, rs + 2 * k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* xr = x + operand_row(ix, lead, rs) * D;
+    const T* mr = mu + operand_row(ix, lead, rs + k) * D;
+    const T* lr = lv + operand_row(ix, lead, rs + 2 * k) * D;
     T acc = T(0);
 #pragma unroll 4
     for (int j = lane; j < DV; j += 32) {
-      Pack<T, VW> a = ld<T, VW>(xr, j), m = ld<T, VW>(mr, j), l = ld<T, VW>(lr, j);
+      // streaming loads: each element is read exactly once
+      Pack<T, VW> a = ldcs<T, VW>(xr, j), m = ldcs<T, VW>(mr, j), l = ldcs<T, VW>(lr, j);
 #pragma unroll
       for (int c = 0; c < VW; ++c) {
         T d = a.v[c] - m.v[c];
@@ -47,9 +49,10 @@ __device__ void diag_gaussian_logpdf_grad(T* __restrict__ out, T* __restrict__ d
                                           int D, const long long* __restrict__ lead,
                                           const long long* __restrict__ rs, int k) {
   LGM_WARP_ROWS(R) {
-    const T* xr = x + operand_row(r, lead, rs, k) * D;
-    const T* mr = mu + operand_row(r, lead, rs + k, k) * D;
-    const T* lr = lv + operand_row(r, lead, rs + 2 * k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* xr = x + operand_row(ix, lead, rs) * D;
+    const T* mr = mu + operand_row(ix, lead, rs + k) * D;
+    const T* lr = lv + operand_row(ix, lead, rs + 2 * k) * D;
     const T wr = w[r];
     T acc = T(0);
     for (int j = lane; j < D; j += 32) {

@@ -25,22 +25,24 @@ __device__ void importance_log_weights_gaussian(T* __restrict__ out, const T* __
                                                 const long long* __restrict__ rs, int k) {
   const int DV = D / VW;
   LGM_WARP_ROWS(R) {
-    const T* xr = x + operand_row(r, lead, rs, k) * D;
-    const T* mr = mux + operand_row(r, lead, rs + k, k) * D;
-    const T* lr = lvx + operand_row(r, lead, rs + 2 * k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* xr = x + operand_row(ix, lead, rs) * D;
+    const T* mr = mux + operand_row(ix, lead, rs + k) * D;
+    const T* lr = lvx + operand_row(ix, lead, rs + 2 * k) * D;
     T acc = T(0);
 #pragma unroll 4
     for (int j = lane; j < DV; j += 32) {
-      Pack<T, VW> a = ld<T, VW>(xr, j), m = ld<T, VW>(mr, j), l = ld<T, VW>(lr, j);
+      // x is re-read for every s (keep it in cache); mu_x and logvar_x stream through once
+      Pack<T, VW> a = ld<T, VW>(xr, j), m = ldcs<T, VW>(mr, j), l = ldcs<T, VW>(lr, j);
 #pragma unroll
       for (int c = 0; c < VW; ++c) {
         T d = a.v[c] - m.v[c];
         acc += d * d * Math<T>::exp_(-l.v[c]) + l.v[c];
       }
     }
-    T lat = latent_term(t + operand_row(r, lead, rs + 3 * k, k) * K,
-                        mt + operand_row(r, lead, rs + 4 * k, k) * K,
-                        lt + operand_row(r, lead, rs + 5 * k, k) * K, K, lane);
+    T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * K,
+                        mt + operand_row(ix, lead, rs + 4 * k) * K,
+                        lt + operand_row(ix, lead, rs + 5 * k) * K, K, lane);
     acc = warp_sum(T(-0.5) * acc + T(0.5) * lat);
     if (lane == 0) out[r] = acc - T(0.5) * T(D) * T(LGM_LOG2PI);
   }
@@ -59,18 +61,19 @@ __device__ void importance_log_weights_bernoulli(T* __restrict__ out, const T* _
                                                  const long long* __restrict__ rs, int k) {
   const int DV = D / VW;
   LGM_WARP_ROWS(R) {
-    const T* xr = x + operand_row(r, lead, rs, k) * D;
-    const T* gr = lg + operand_row(r, lead, rs + k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* xr = x + operand_row(ix, lead, rs) * D;
+    const T* gr = lg + operand_row(ix, lead, rs + k) * D;
     T acc = T(0);
 #pragma unroll 4
     for (int j = lane; j < DV; j += 32) {
-      Pack<T, VW> a = ld<T, VW>(xr, j), l = ld<T, VW>(gr, j);
+      Pack<T, VW> a = ld<T, VW>(xr, j), l = ldcs<T, VW>(gr, j);
 #pragma unroll
       for (int c = 0; c < VW; ++c) acc += a.v[c] * l.v[c] - softplus(l.v[c]);
     }
-    T lat = latent_term(t + operand_row(r, lead, rs + 3 * k, k) * K,
-                        mt + operand_row(r, lead, rs + 4 * k, k) * K,
-                        lt + operand_row(r, lead, rs + 5 * k, k) * K, K, lane);
+    T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * K,
+                        mt + operand_row(ix, lead, rs + 4 * k) * K,
+                        lt + operand_row(ix, lead, rs + 5 * k) * K, K, lane);
     acc = warp_sum(acc + T(0.5) * lat);
     if (lane == 0) out[r] = acc;
   }

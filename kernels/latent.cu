@@ -22,8 +22,9 @@ __device__ void kl_diag_std_normal(T* __restrict__ out, T* __restrict__ dmu, T* 
                                    long long R, int D, const long long* __restrict__ lead,
                                    const long long* __restrict__ rs, int k) {
   LGM_WARP_ROWS(R) {
-    const T* mr = mu + operand_row(r, lead, rs, k) * D;
-    const T* lr = lv + operand_row(r, lead, rs + k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* mr = mu + operand_row(ix, lead, rs) * D;
+    const T* lr = lv + operand_row(ix, lead, rs + k) * D;
     T acc = T(0);
     for (int j = lane; j < D; j += 32) {
       T m = __ldg(mr + j), l = __ldg(lr + j);
@@ -49,8 +50,9 @@ __device__ void reparameterize(T* __restrict__ t, const T* __restrict__ mu, cons
                                const long long* __restrict__ lead, const long long* __restrict__ rs,
                                int k) {
   LGM_WARP_ROWS(R) {
-    const T* mr = mu + operand_row(r, lead, rs, k) * D;
-    const T* lr = lv + operand_row(r, lead, rs + k, k) * D;
+    const RowIdx ix = row_index(r, lead, k);
+    const T* mr = mu + operand_row(ix, lead, rs) * D;
+    const T* lr = lv + operand_row(ix, lead, rs + k) * D;
     for (int j = lane; j < D; j += 32)
       t[r * D + j] = __ldg(mr + j) + Math<T>::exp_(T(0.5) * __ldg(lr + j)) * __ldg(eps + r * D + j);
   }

@@ -36,24 +36,45 @@ __device__ __forceinline__ T lse_finish(T m, T s, int nan) {
 
 template <typename T, int VW>
 __device__ void logsumexp_rows(T* __restrict__ out, const T* __restrict__ a, long long P, int N) {
+  // Per lane: a running (max, sum) over packs of VW values, rescaled once per pack (not per
+  // value); +inf and NaN are tracked as flags, so the arithmetic only ever sees finite maxima.
+  const int NV = N / VW;
+  const T NEG = -Math<T>::inf(), POS = Math<T>::inf();
   LGM_WARP_ROWS(P) {
     const T* ar = a + r * (long long)N;
-    T m = -Math<T>::inf(), s = T(0);
-    int nan = 0;
-    for (int i = lane; i < N; i += 32) {
-      T v = __ldg(ar + i);
-      if (v == Math<T>::inf()) { m = v; s = T(1); }  // sticky +inf
-      else if (m != Math<T>::inf()) lse_push(m, s, nan, v);
-      else if (v != v) nan = 1;
+    T m = NEG, s = T(0);
+    int nan = 0, pinf = 0;
+#pragma unroll 2
+    for (int j = lane; j < NV; j += 32) {
+      Pack<T, VW> p = ldcs<T, VW>(ar, j);
+      T pm = NEG;
+#pragma unroll
+      for (int c = 0; c < VW; ++c) {
+        T v = p.v[c];
+        nan |= (v != v);
+        pinf |= (v == POS);
+        pm = fmax(pm, v == POS ? NEG : v);  // fmax ignores NaN
+      }
+      if (pm > m) {
+        s = (m == NEG) ? T(0) : s * Math<T>::exp_(m - pm);
+        m = pm;
+      }
+      if (m != NEG) {
+#pragma unroll
+        for (int c = 0; c < VW; ++c) {
+          T v = p.v[c];
+          s += (v == POS || v != v) ? T(0) : Math<T>::exp_(v - m);
+        }
+      }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       T m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
       nan |= __shfl_xor_sync(0xffffffffu, nan, o);
-      if (m == Math<T>::inf() || m2 == Math<T>::inf()) { m = Math<T>::inf(); s = T(1); }
-      else lse_merge(m, s, m2, s2);
+      pinf |= __shfl_xor_sync(0xffffffffu, pinf, o);
+      lse_merge(m, s, m2, s2);
     }
-    if (lane == 0) out[r] = lse_finish(m, s, nan);
+    if (lane == 0) out[r] = nan ? Math<T>::nan() : pinf ? POS : lse_finish(m, s, 0);
   }
 }
 #define LSE_ROWS_PARAMS(T) (T * out, const T* a, long long P, int N)

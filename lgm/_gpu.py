@@ -184,7 +184,8 @@ def reparameterize(t_rd, mu_rd, lv_rd, eps_rd, lead, rs):
 
 def logsumexp_rows(out_p, a_pn):
     P, N = a_pn.shape
-    _launch_rows("logsumexp", "logsumexp_rows", P, out_p.dtype, 1, (out_p, a_pn, np.int64(P), np.int32(N)))
+    vw = vector_width(out_p.dtype, N, (a_pn,))
+    _launch_rows("logsumexp", "logsumexp_rows", P, out_p.dtype, vw, (out_p, a_pn, np.int64(P), np.int32(N)))
 
 
 def logsumexp_cols(out_pq, a_pnq, m_pq=None, s_pq=None, nan_pq=None):

@@ -1,7 +1,7 @@
 // Stable logsumexp over the middle axis of a C-contiguous (P, N, Q) array -> (P, Q).
 // Rules: an all -inf slice gives -inf (no NaN); +inf anywhere gives +inf; NaN anywhere gives NaN.
 // Q == 1: warp per row, online max/sum per lane merged by shuffles (the llm.c softmax merge).
-// Q > 1:  thread per (p, q) column, loop over n (reads coalesced along q).
+// Q > 1:  32-column tiles, 8 thread rows splitting n, merged in shared memory.
 #include "common.cuh"
 
 template <typename T>
@@ -80,23 +80,52 @@ __device__ void logsumexp_rows(T* __restrict__ out, const T* __restrict__ a, lon
 #define LSE_ROWS_PARAMS(T) (T * out, const T* a, long long P, int N)
 LGM_INSTANTIATE(logsumexp_rows, LSE_ROWS_PARAMS, (out, a, P, N))
 
+// Q > 1: a block of 32 x 8 threads takes a tile of 32 columns; the 8 thread rows split n
+// (independent loads in flight), then merge their (max, sum) pairs through shared memory.
+// The IWAE reduction (S, B) over S has few columns and short columns: one thread per column
+// would run a long dependent chain on a handful of SMs.
+#define LSE_TILE_Y 8
 template <typename T, int VW>
 __device__ void logsumexp_cols(T* __restrict__ out, const T* __restrict__ a, long long P, int N,
                                long long Q) {
-  const long long total = P * Q;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (long long)gridDim.x * blockDim.x) {
-    const long long p = i / Q, q = i - p * Q;
-    const T* col = a + p * N * Q + q;
-    T m = -Math<T>::inf(), s = T(0);
-    int nan = 0;
-    for (int n = 0; n < N; ++n) {
-      T v = __ldg(col + (long long)n * Q);
-      if (v == Math<T>::inf()) { m = v; s = T(1); }
-      else if (m != Math<T>::inf()) lse_push(m, s, nan, v);
-      else if (v != v) nan = 1;
+  __shared__ T sh_m[LSE_TILE_Y][33];
+  __shared__ T sh_s[LSE_TILE_Y][33];
+  __shared__ int sh_f[LSE_TILE_Y][33];
+  const T NEG = -Math<T>::inf(), POS = Math<T>::inf();
+  const long long tiles_q = (Q + 31) / 32;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (long long tile = blockIdx.x; tile < P * tiles_q; tile += gridDim.x) {
+    const long long p = tile / tiles_q;
+    const long long q = (tile - p * tiles_q) * 32 + tx;
+    T m = NEG, s = T(0);
+    int flags = 0;  // bit 0: NaN seen, bit 1: +inf seen
+    if (q < Q) {
+      const T* col = a + p * (long long)N * Q + q;
+      for (int n = ty; n < N; n += LSE_TILE_Y) {
+        T v = __ldg(col + (long long)n * Q);
+        if (v != v) flags |= 1;
+        else if (v == POS) flags |= 2;
+        else if (v != NEG) {
+          if (v > m) {
+            s = (m == NEG) ? T(0) : s * Math<T>::exp_(m - v);
+            m = v;
+          }
+          s += Math<T>::exp_(v - m);
+        }
+      }
     }
-    out[i] = lse_finish(m, s, nan);
+    sh_m[ty][tx] = m;
+    sh_s[ty][tx] = s;
+    sh_f[ty][tx] = flags;
+    __syncthreads();
+    if (ty == 0 && q < Q) {
+      for (int y = 1; y < LSE_TILE_Y; ++y) {
+        lse_merge(m, s, sh_m[y][tx], sh_s[y][tx]);
+        flags |= sh_f[y][tx];
+      }
+      out[p * Q + q] = (flags & 1) ? Math<T>::nan() : (flags & 2) ? POS : lse_finish(m, s, 0);
+    }
+    __syncthreads();
   }
 }
 #define LSE_COLS_PARAMS(T) (T * out, const T* a, long long P, int N, long long Q)

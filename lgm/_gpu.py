@@ -111,8 +111,15 @@ def _sms():
     return _SM
 
 
+_FUNCS: dict = {}
+
+
 def _fn(src, base, dtype, vw):
-    return _load(src).get_function(base + _launch.kernel_suffix(dtype, vw))
+    key = (cupy.cuda.Device().id, src, base, np.dtype(dtype).char, vw)
+    f = _FUNCS.get(key)
+    if f is None:
+        f = _FUNCS[key] = _load(src).get_function(base + _launch.kernel_suffix(dtype, vw))
+    return f
 
 
 _TABLES: dict = {}
@@ -191,7 +198,7 @@ def logsumexp_rows(out_p, a_pn):
 def logsumexp_cols(out_pq, a_pnq, m_pq=None, s_pq=None, nan_pq=None):
     P, N, Q = a_pnq.shape
     fn = _fn("logsumexp", "logsumexp_cols", out_pq.dtype, 1)
-    fn((_launch.grid_for_elements(P * Q, _sms()),), (_launch.THREADS,), (out_pq, a_pnq, np.int64(P), np.int32(N), np.int64(Q)))
+    fn((_launch.grid_for_tiles(P, Q, _sms()),), (32, _launch.LSE_TILE_Y), (out_pq, a_pnq, np.int64(P), np.int32(N), np.int64(Q)))
 
 
 def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, lead, rs):

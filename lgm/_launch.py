@@ -31,6 +31,15 @@ def grid_for_elements(n, sm_count, waves=8):
     return max(1, min(need, int(sm_count) * waves))
 
 
+LSE_TILE_Y = 8  # must match LSE_TILE_Y in kernels/logsumexp.cu
+
+
+def grid_for_tiles(P, Q, sm_count, waves=8):
+    """Blocks for the column logsumexp: one 32 x LSE_TILE_Y block per 32-column tile."""
+    tiles = int(P) * ((int(Q) + 31) // 32)
+    return max(1, min(tiles, int(sm_count) * waves))
+
+
 def kernel_suffix(dtype, vw):
     t = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
     allowed = {"f32": (1, 4), "f64": (1, 2)}[t]

@@ -13,6 +13,7 @@ Policy (documented in README "Dtypes and broadcasting"):
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -30,32 +31,42 @@ def check_floats(fname, **arrays):
     """Validate dtypes and array modules; return (module_name, dtype, dict of arrays).
 
     ``None`` values are passed through. Python scalars become 0-d arrays of the common dtype.
+    Written for a low per-call cost (it runs on every call, also for one-row problems).
     """
     mods = {}
     dtypes = {}
     out = {}
+    scalars = False
     for name, a in arrays.items():
-        if a is None or isinstance(a, numbers.Number) and not isinstance(a, np.generic):
+        if a is None:
             continue
-        mod = array_module(a)
-        if mod == "numpy" and not isinstance(a, np.ndarray):
-            a = np.asarray(a)
+        if type(a) is np.ndarray:
+            mod = "numpy"
+        elif isinstance(a, (bool, np.bool_)):
+            raise TypeError(f"{fname}: expected {name} to be a real number or a float array, got {a!r}")
+        elif isinstance(a, (int, float)) or (isinstance(a, numbers.Real) and not isinstance(a, np.generic)):
+            scalars = True
+            continue
+        else:
+            mod = array_module(a)
+            if mod == "numpy" and not isinstance(a, np.ndarray):
+                a = np.asarray(a)
         mods[name] = mod
         dt = a.dtype
-        if dt not in _FLOATS:
+        if dt.char not in "fd":  # float32, float64
             raise TypeError(
                 f"{fname}: expected {name} to be a float32 or float64 array, got dtype {dt}"
                 + (" (cast it explicitly, e.g. .astype(np.float32))" if dt.kind in "biuf" else "")
             )
         dtypes[name] = dt
         out[name] = a
-    if len(set(mods.values())) > 1:
+    if len(mods) > 1 and len(set(mods.values())) > 1:
         desc = ", ".join(f"{n}: {m}" for n, m in mods.items())
         raise TypeError(
             f"{fname}: expected all arrays on one device, got a mix of numpy and cupy ({desc}); "
             "move them with cupy.asarray(...) or cupy.asnumpy(...)"
         )
-    if len(set(dtypes.values())) > 1:
+    if len(dtypes) > 1 and len(set(dtypes.values())) > 1:
         desc = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
         raise TypeError(
             f"{fname}: expected all arrays to share one dtype, got {desc}; lgm never upcasts "
@@ -63,15 +74,15 @@ def check_floats(fname, **arrays):
         )
     module = next(iter(mods.values()), "numpy")
     dtype = next(iter(dtypes.values()), np.dtype(np.float64))
-    for name, a in arrays.items():
-        if a is None:
-            out[name] = None
-        elif name not in out:
-            if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real):
-                raise TypeError(f"{fname}: expected {name} to be a real number or array, got {a!r}")
-            out[name] = np.asarray(a, dtype=dtype)
-    # keep the caller's argument order: kernels index operands by position
-    return module, dtype, {name: out[name] for name in arrays}
+    if scalars or len(out) != len(arrays):
+        for name, a in arrays.items():
+            if a is None:
+                out[name] = None
+            elif name not in out:
+                out[name] = np.asarray(a, dtype=dtype)
+        # keep the caller's argument order: kernels index operands by position
+        out = {name: out[name] for name in arrays}
+    return module, dtype, out
 
 
 def broadcast_lead(fname, arrays, names=None):
@@ -100,35 +111,73 @@ def event_size(fname, arrays):
     return big.pop() if big else 1
 
 
+_RS_CACHE: dict = {}
+
+
+def _ones_rs(n):
+    """Row-stride table for n full-shape operands over a collapsed (R,) leading shape (shared,
+    read-only)."""
+    rs = _RS_CACHE.get(n)
+    if rs is None:
+        rs = np.ones((n, 1), dtype=np.int64)
+        rs.flags.writeable = False
+        rs = _RS_CACHE[n] = rs
+    return rs
+
+
 class RowOperands:
     """Operands prepared for a row-wise kernel: each C-contiguous (rows_i, D) plus row strides."""
 
     def __init__(self, fname, arrays, D=None, lead=None, xp=np):
         self.orig_shapes = {n: a.shape for n, a in arrays.items()}
+        shapes = set(self.orig_shapes.values())
+        if lead is None and D is None and len(shapes) == 1:
+            shape = shapes.pop()
+            if len(shape) >= 1 and shape[-1] > 0:
+                self._same_shape(arrays, shape, xp)
+                return
+        self._general(fname, arrays, D, lead, xp)
+
+    def _same_shape(self, arrays, shape, xp):
+        """Fast path (the common case): every operand has the output's full shape, so the
+        leading axes collapse to one and every operand's row is the output row."""
+        self.D = shape[-1]
+        self.lead = tuple(shape[:-1])
+        self.R = math.prod(self.lead)
+        self.lead_arr = np.array([max(self.R, 1)], dtype=np.int64)
+        self.rows = {}
+        for n, a in arrays.items():
+            if not a.flags.c_contiguous:
+                a = xp.ascontiguousarray(a)
+            self.rows[n] = a if a.ndim == 2 else a.reshape(-1, self.D)
+        self.rstride = _ones_rs(len(arrays))
+
+    def _general(self, fname, arrays, D, lead, xp):
         # 0-d arrays are scalars broadcasting along the last axis too
         arrays = {n: (a.reshape(1) if a.ndim == 0 else a) for n, a in arrays.items()}
         self.D = event_size(fname, arrays) if D is None else D
         self.lead = broadcast_lead(fname, arrays) if lead is None else tuple(lead)
         k = max(len(self.lead), 1)
         lead = self.lead if self.lead else (1,)
-        self.R = int(np.prod(self.lead, dtype=np.int64)) if self.lead else 1
+        self.R = math.prod(self.lead)
         self.lead_arr = np.asarray(lead, dtype=np.int64)
         self.rows = {}
         strides = []
         for n, a in arrays.items():
             if a.shape[-1] != self.D:
                 a = xp.broadcast_to(a, a.shape[:-1] + (self.D,))
-            a = xp.ascontiguousarray(a)
+            if not a.flags.c_contiguous:  # (the check is cheaper than the call, on cupy)
+                a = xp.ascontiguousarray(a)
             a_lead = (1,) * (k - (a.ndim - 1)) + tuple(a.shape[:-1])
-            rs = np.zeros(k, dtype=np.int64)
+            rs = [0] * k
             acc = 1
             for ax in range(k - 1, -1, -1):
                 if a_lead[ax] != 1:
                     rs[ax] = acc
                 acc *= a_lead[ax]
-            self.rows[n] = a.reshape(-1, self.D)
+            self.rows[n] = a if (a.ndim == 2 and a.shape[1] == self.D) else a.reshape(-1, self.D)
             strides.append(rs)
-        self.rstride = np.stack(strides) if strides else np.zeros((0, k), np.int64)
+        self.rstride = np.array(strides, dtype=np.int64).reshape(len(strides), k)
 
     def unbroadcast(self, name, g_rd):
         """Sum a full (R, D) gradient back to the original shape of operand ``name``."""

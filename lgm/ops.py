@@ -33,20 +33,29 @@ __all__ = [
 ]
 
 
+_BACKENDS: dict = {}
+
+
 def _backend(fname, module):
     """(array module, kernels module) for the arrays' device: numpy -> Numba, cupy -> CUDA."""
+    hit = _BACKENDS.get(module)
+    if hit is not None:
+        return hit
     if module == "numpy":
         from ._cpu import kernels
 
-        return np, kernels
-    try:
-        import cupy
+        hit = (np, kernels)
+    else:
+        try:
+            import cupy
 
-        from . import _gpu
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise RuntimeError(f"{fname}: cupy arrays need the GPU backend (cupy and a CUDA GPU): "
-                           f"{exc}") from exc
-    return cupy, _gpu
+            from . import _gpu
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError(f"{fname}: cupy arrays need the GPU backend (cupy and a CUDA GPU): "
+                               f"{exc}") from exc
+        hit = (cupy, _gpu)
+    _BACKENDS[module] = hit
+    return hit
 
 
 class LogpdfGrad(NamedTuple):

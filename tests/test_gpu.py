@@ -102,8 +102,8 @@ def test_bernoulli_kl_stdnormal_reparam(dtype):
     assert isinstance(tg, cupy.ndarray) and tg.dtype == dtype
 
 
-@pytest.mark.parametrize("axis", [0, 1, -1, None])
-@pytest.mark.parametrize("ncols", [300, 301])
+@pytest.mark.parametrize("axis", [0, 1, -1, None, (0, 1)])
+@pytest.mark.parametrize("ncols", [300, 301, 5])
 def test_logsumexp_rules(dtype, axis, ncols):
     rng = np.random.default_rng(4)
     a = (rng.standard_normal((70, ncols)) * 10).astype(dtype)  # 300: vector path on rows, 301: scalar
@@ -141,3 +141,11 @@ def test_importance_weights_and_iwae(dtype):
 def test_mixed_numpy_cupy_refused():
     with pytest.raises(TypeError, match="mix of numpy and cupy"):
         lgm.diag_gaussian_logpdf(np.zeros((2, 3)), cupy.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_logsumexp_columns_beyond_one_grid(dtype):
+    """(S, B) with many columns: more 32-column tiles than one grid holds (grid-stride loop)."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((64, 70001)).astype(dtype) * 3
+    got = cupy.asnumpy(lgm.logsumexp(cupy.asarray(a), axis=0))
+    np.testing.assert_allclose(got, lgm.logsumexp(a, axis=0), rtol=_rtol(dtype) * 10)

@@ -27,6 +27,10 @@ def test_grid_for_rows():
     assert _launch.grid_for_rows(10**7, 132) == 132 * 8
     assert _launch.grid_for_elements(10**9, 132) == 132 * 8
     assert _launch.grid_for_elements(1, 132) == 1
+    assert _launch.grid_for_tiles(1, 1024, 132) == 32  # the IWAE reduction over S of (S, 1024)
+    assert _launch.grid_for_tiles(3, 33, 132) == 6
+    text = (KERNELS / "logsumexp.cu").read_text()
+    assert f"#define LSE_TILE_Y {_launch.LSE_TILE_Y}" in text
 
 
 def test_kernel_suffix():

@@ -85,17 +85,33 @@ def check_floats(fname, **arrays):
     return module, dtype, out
 
 
+def _broadcast_shapes(shapes):
+    """numpy's broadcasting rule on shape tuples, in plain Python (np.broadcast_shapes builds
+    arrays and costs more than the kernels of one-row problems); None if incompatible."""
+    ndim = max((len(sh) for sh in shapes), default=0)
+    out = [1] * ndim
+    for sh in shapes:
+        off = ndim - len(sh)
+        for i, n in enumerate(sh):
+            cur = out[off + i]
+            if n != cur:
+                if cur == 1:
+                    out[off + i] = n
+                elif n != 1:
+                    return None
+    return tuple(out)
+
+
 def broadcast_lead(fname, arrays, names=None):
     """Broadcast the leading shapes (all axes but the last) of ``arrays`` (a dict)."""
-    shapes = {n: tuple(a.shape[:-1]) for n, a in arrays.items()}
-    try:
-        return tuple(np.broadcast_shapes(*shapes.values()))
-    except ValueError:
-        desc = ", ".join(f"{n}{tuple(arrays[n].shape)}" for n in shapes)
+    lead = _broadcast_shapes([tuple(a.shape[:-1]) for a in arrays.values()])
+    if lead is None:
+        desc = ", ".join(f"{n}{tuple(a.shape)}" for n, a in arrays.items())
         raise ValueError(
             f"{fname}: leading shapes do not broadcast: {desc} (the last axis is the event axis; "
             "the axes before it must broadcast as in numpy)"
-        ) from None
+        )
+    return lead
 
 
 def event_size(fname, arrays):

@@ -203,8 +203,13 @@ def logsumexp(a, axis=-1, keepdims=False):
     """
     fname = "logsumexp"
     mod, dtype, arrs = check_floats(fname, a=a)
+    return _logsumexp(fname, mod, arrs["a"], axis, keepdims)
+
+
+def _logsumexp(fname, mod, a, axis, keepdims):
+    """logsumexp of an already validated array (no second validation from elbo/iwae)."""
     xp, k = _backend(fname, mod)
-    a = arrs["a"]
+    dtype = a.dtype
     if axis is None:
         axes = tuple(range(a.ndim))
     elif isinstance(axis, (tuple, list)):
@@ -222,19 +227,19 @@ def logsumexp(a, axis=-1, keepdims=False):
     axes = tuple(sorted(norm))
     if a.ndim == 0:
         return a.copy()
-    n_red = int(np.prod([a.shape[ax] for ax in axes], dtype=np.int64))
+    shape = a.shape
+    n_red = math.prod(shape[ax] for ax in axes)
     if n_red == 0:
-        raise ValueError(f"{fname}: expected a non-empty reduction, got shape {a.shape} over axes {axes}")
+        raise ValueError(f"{fname}: expected a non-empty reduction, got shape {shape} over axes {axes}")
     keep = [ax for ax in range(a.ndim) if ax not in axes]
-    out_shape = tuple(a.shape[ax] for ax in keep)
-    contiguous_block = axes == tuple(range(axes[0], axes[0] + len(axes)))
-    if contiguous_block:
-        b = xp.ascontiguousarray(a)
-        P = int(np.prod(a.shape[: axes[0]], dtype=np.int64))
-        Q = int(np.prod(a.shape[axes[-1] + 1:], dtype=np.int64))
+    out_shape = tuple(shape[ax] for ax in keep)
+    if axes == tuple(range(axes[0], axes[0] + len(axes))):  # one contiguous block of axes
+        b = a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+        P = math.prod(shape[: axes[0]])
+        Q = math.prod(shape[axes[-1] + 1:])
     else:
         b = xp.ascontiguousarray(xp.transpose(a, keep + list(axes)))
-        P, Q = int(np.prod(out_shape, dtype=np.int64)), 1
+        P, Q = math.prod(out_shape), 1
     b = b.reshape(P, n_red, Q)
     if P * Q == 0:
         out = xp.empty((P, Q), dtype)
@@ -243,7 +248,10 @@ def logsumexp(a, axis=-1, keepdims=False):
         k.logsumexp_rows(out, b.reshape(P, n_red))
     else:
         out = xp.empty((P, Q), dtype)
-        m, s, nan = xp.empty((P, Q), dtype), xp.empty((P, Q), dtype), xp.empty((P, Q), xp.bool_)
+        if xp is np:  # the CPU kernel's scratch (the GPU kernel keeps it in registers)
+            m, s, nan = np.empty((P, Q), dtype), np.empty((P, Q), dtype), np.empty((P, Q), np.bool_)
+        else:
+            m = s = nan = None
         k.logsumexp_cols(out, b, m, s, nan)
     out = out.reshape(out_shape)
     if keepdims:
@@ -290,8 +298,9 @@ def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, lo
     lead = broadcast_lead(fname, {**dec, **lat})
     dops = RowOperands(fname, dec, lead=lead, xp=xp)
     lops = RowOperands(fname, lat, lead=lead, xp=xp)
-    rs = np.concatenate([dops.rstride if gaussian else np.insert(dops.rstride, 2, 0, axis=0),
-                         lops.rstride])
+    # operand order of the kernels: x, mu_x | logits, logvar_x (a zero row for Bernoulli), t, mu_t, lv_t
+    drs = dops.rstride if gaussian else np.concatenate([dops.rstride, np.zeros_like(dops.rstride[:1])])
+    rs = np.concatenate([drs, lops.rstride])
     out = xp.empty(dops.R, dtype)
     if dops.R:
         if gaussian:
@@ -323,7 +332,9 @@ def iwae(log_w, axis=0):
     """Importance-weighted bound (Burda et al. 2016): logsumexp over samples minus log S."""
     mod, lw = _log_w("iwae", log_w)
     S = lw.shape[axis]
-    return logsumexp(lw, axis=axis) - lw.dtype.type(math.log(S))
+    out = _logsumexp("iwae", mod, lw, axis, False)
+    out -= lw.dtype.type(math.log(S))
+    return out
 
 
 def importance_weights(log_w, axis=0):
@@ -333,7 +344,7 @@ def importance_weights(log_w, axis=0):
     zero (every log-weight -inf) has no defined normalisation; its weights are returned as 0.
     """
     mod, lw = _log_w("importance_weights", log_w)
-    lse = logsumexp(lw, axis=axis, keepdims=True)
+    lse = _logsumexp("importance_weights", mod, lw, axis, True)
     xp, _ = _backend("importance_weights", mod)
     safe = xp.where(xp.isfinite(lse), lse, lw.dtype.type(0))
     with np.errstate(invalid="ignore", over="ignore"):

@@ -36,6 +36,26 @@ def _best_time(fn, min_repeats=5, budget_s=0.6):
     return min(times)
 
 
+def _best_times_interleaved(fns, rounds=12, min_time=0.3):
+    """Best time of each callable, timed in alternation (a, b, a, b, ...): on a shared machine
+    the memory bandwidth drifts over seconds, and a ratio of two numbers measured minutes apart
+    would carry that drift. Returns a list of seconds, one per callable."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
+    t_end = time.perf_counter() + min_time
+    r = 0
+    while r < rounds or time.perf_counter() < t_end:
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+        r += 1
+        if r > 200:
+            break
+    return best
+
+
 def _torch():
     if os.environ.get("LGM_BENCH_NO_TORCH"):
         return None
@@ -60,18 +80,23 @@ class Row:
         return self.bytes_moved / self.times[impl] / 1e9
 
 
-def read_bandwidth(shape, dtype, threads):
-    """GB/s of a parallel read of three (R, D) arrays (sum a+b+c per row)."""
+def read3_probe(shape, dtype):
+    """A callable that reads three (R, D) arrays once (sum a+b+c per row) and its byte count."""
     from lgm._cpu import kernels
 
-    import numba
-
-    numba.set_num_threads(threads)
     rng = np.random.default_rng(0)
     a, b, c = (rng.random(shape).astype(dtype) for _ in range(3))
     out = np.empty(shape[0], dtype)
-    t = _best_time(lambda: kernels.read3(a, b, c, out))
-    return 3 * a.nbytes / t / 1e9
+    return (lambda: kernels.read3(a, b, c, out)), 3 * a.nbytes
+
+
+def read_bandwidth(shape, dtype, threads):
+    """GB/s of a parallel read of three (R, D) arrays (sum a+b+c per row)."""
+    import numba
+
+    numba.set_num_threads(threads)
+    fn, nbytes = read3_probe(shape, dtype)
+    return nbytes / _best_time(fn) / 1e9
 
 
 def _torch_impls(torch, fn_eager, args_np, threads, compile_):
@@ -215,7 +240,6 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
     except ImportError:  # pragma: no cover
         threadpool_limits = None
     rows = []
-    bw_cache = {}
     for kernel, shape in cases(quick):
         for dt in dtypes:
             for th in threads:
@@ -224,18 +248,21 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
                 numba.set_num_threads(th)
                 ctx = threadpool_limits(limits=th) if threadpool_limits else _null()
                 with ctx:
-                    # the read-bandwidth probe runs at the size of the kernel's big operands
+                    # the read-bandwidth probe runs at the size of the kernel's big operands,
+                    # timed in alternation with lgm (see _best_times_interleaved)
                     if kernel.startswith("importance"):
                         bw_shape = (shape[0] * shape[1], shape[2])
                     else:
                         bw_shape = tuple(shape)
-                    key = (bw_shape, dt, th)
-                    if key not in bw_cache:
-                        bw_cache[key] = read_bandwidth(bw_shape, dt, th)
+                    probe, probe_bytes = read3_probe(bw_shape, dt)
                     impls, nbytes = build(kernel, shape, dt, torch, th, compile_)
-                    row = Row(kernel, "x".join(map(str, shape)), dt, th, nbytes, bw_cache[key])
+                    t_probe, t_lgm = _best_times_interleaved([probe, impls["lgm"]])
+                    row = Row(kernel, "x".join(map(str, shape)), dt, th, nbytes,
+                              probe_bytes / t_probe / 1e9)
+                    row.times["lgm"] = t_lgm
                     for name, fn in impls.items():
-                        row.times[name] = _best_time(fn)
+                        if name != "lgm":
+                            row.times[name] = _best_time(fn)
                     rows.append(row)
                     progress(_line(row))
     env = describe(torch)

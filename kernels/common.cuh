@@ -136,3 +136,39 @@ template <> __device__ __forceinline__ Pack<double, 1> ldcs<double, 1>(const dou
   extern "C" __global__ void NAME##_f32_v1 PARAMS(float) { NAME<float, 1> ARGS; }     \
   extern "C" __global__ void NAME##_f64_v2 PARAMS(double) { NAME<double, 2> ARGS; }   \
   extern "C" __global__ void NAME##_f64_v1 PARAMS(double) { NAME<double, 1> ARGS; }
+
+// Per-lane partial sums of a row (the caller reduces over the warp), shared by the log-density
+// and the importance-weight kernels. STREAM_X: x is read once (streaming loads) or re-read
+// across samples (cached loads).
+template <typename T, int VW, bool STREAM_X>
+__device__ __forceinline__ T gaussian_row_partial(const T* __restrict__ xr, const T* __restrict__ mr,
+                                                  const T* __restrict__ lr, int D, int lane) {
+  const int DV = D / VW;
+  T acc = T(0);
+#pragma unroll 4
+  for (int j = lane; j < DV; j += 32) {
+    Pack<T, VW> a = STREAM_X ? ldcs<T, VW>(xr, j) : ld<T, VW>(xr, j);
+    Pack<T, VW> m = ldcs<T, VW>(mr, j), l = ldcs<T, VW>(lr, j);
+#pragma unroll
+    for (int c = 0; c < VW; ++c) {
+      T d = a.v[c] - m.v[c];
+      acc += d * d * Math<T>::exp_(-l.v[c]) + l.v[c];
+    }
+  }
+  return acc;  // sum over this lane's entries of (x - mu)^2 e^{-lv} + lv
+}
+
+template <typename T, int VW, bool STREAM_X>
+__device__ __forceinline__ T bernoulli_row_partial(const T* __restrict__ xr, const T* __restrict__ lr,
+                                                   int D, int lane) {
+  const int DV = D / VW;
+  T acc = T(0);
+#pragma unroll 4
+  for (int j = lane; j < DV; j += 32) {
+    Pack<T, VW> a = STREAM_X ? ldcs<T, VW>(xr, j) : ld<T, VW>(xr, j);
+    Pack<T, VW> l = ldcs<T, VW>(lr, j);
+#pragma unroll
+    for (int c = 0; c < VW; ++c) acc += a.v[c] * l.v[c] - softplus(l.v[c]);
+  }
+  return acc;  // sum over this lane's entries of x l - softplus(l)
+}

@@ -12,24 +12,13 @@ __device__ void diag_gaussian_logpdf(T* __restrict__ out, const T* __restrict__ 
                                      const T* __restrict__ mu, const T* __restrict__ lv,
                                      long long R, int D, const long long* __restrict__ lead,
                                      const long long* __restrict__ rs, int k) {
-  const int DV = D / VW;
   LGM_WARP_ROWS(R) {
     const RowIdx ix = row_index(r, lead, k);
     const T* xr = x + operand_row(ix, lead, rs) * D;
     const T* mr = mu + operand_row(ix, lead, rs + k) * D;
     const T* lr = lv + operand_row(ix, lead, rs + 2 * k) * D;
-    T acc = T(0);
-#pragma unroll 4
-    for (int j = lane; j < DV; j += 32) {
-      // streaming loads: each element is read exactly once
-      Pack<T, VW> a = ldcs<T, VW>(xr, j), m = ldcs<T, VW>(mr, j), l = ldcs<T, VW>(lr, j);
-#pragma unroll
-      for (int c = 0; c < VW; ++c) {
-        T d = a.v[c] - m.v[c];
-        acc += d * d * Math<T>::exp_(-l.v[c]) + l.v[c];
-      }
-    }
-    acc = warp_sum(acc);
+    // every element is read exactly once: streaming loads for all three
+    T acc = warp_sum(gaussian_row_partial<T, VW, true>(xr, mr, lr, D, lane));
     if (lane == 0) out[r] = T(-0.5) * (acc + T(D) * T(LGM_LOG2PI));
   }
 }

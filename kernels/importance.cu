@@ -23,23 +23,13 @@ __device__ void importance_log_weights_gaussian(T* __restrict__ out, const T* __
                                                 const T* __restrict__ lt, long long R, int D, int K,
                                                 const long long* __restrict__ lead,
                                                 const long long* __restrict__ rs, int k) {
-  const int DV = D / VW;
   LGM_WARP_ROWS(R) {
     const RowIdx ix = row_index(r, lead, k);
     const T* xr = x + operand_row(ix, lead, rs) * D;
     const T* mr = mux + operand_row(ix, lead, rs + k) * D;
     const T* lr = lvx + operand_row(ix, lead, rs + 2 * k) * D;
-    T acc = T(0);
-#pragma unroll 4
-    for (int j = lane; j < DV; j += 32) {
-      // x is re-read for every s (keep it in cache); mu_x and logvar_x stream through once
-      Pack<T, VW> a = ld<T, VW>(xr, j), m = ldcs<T, VW>(mr, j), l = ldcs<T, VW>(lr, j);
-#pragma unroll
-      for (int c = 0; c < VW; ++c) {
-        T d = a.v[c] - m.v[c];
-        acc += d * d * Math<T>::exp_(-l.v[c]) + l.v[c];
-      }
-    }
+    // x is re-read for every s (cached loads); mu_x and logvar_x stream through once
+    T acc = gaussian_row_partial<T, VW, false>(xr, mr, lr, D, lane);
     T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * K,
                         mt + operand_row(ix, lead, rs + 4 * k) * K,
                         lt + operand_row(ix, lead, rs + 5 * k) * K, K, lane);
@@ -59,18 +49,11 @@ __device__ void importance_log_weights_bernoulli(T* __restrict__ out, const T* _
                                                  long long R, int D, int K,
                                                  const long long* __restrict__ lead,
                                                  const long long* __restrict__ rs, int k) {
-  const int DV = D / VW;
   LGM_WARP_ROWS(R) {
     const RowIdx ix = row_index(r, lead, k);
     const T* xr = x + operand_row(ix, lead, rs) * D;
     const T* gr = lg + operand_row(ix, lead, rs + k) * D;
-    T acc = T(0);
-#pragma unroll 4
-    for (int j = lane; j < DV; j += 32) {
-      Pack<T, VW> a = ld<T, VW>(xr, j), l = ldcs<T, VW>(gr, j);
-#pragma unroll
-      for (int c = 0; c < VW; ++c) acc += a.v[c] * l.v[c] - softplus(l.v[c]);
-    }
+    T acc = bernoulli_row_partial<T, VW, false>(xr, gr, D, lane);
     T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * K,
                         mt + operand_row(ix, lead, rs + 4 * k) * K,
                         lt + operand_row(ix, lead, rs + 5 * k) * K, K, lane);

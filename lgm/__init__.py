@@ -21,6 +21,7 @@ from .ops import (  # noqa: E402
     reparameterize,
     std_normal_logpdf,
 )
+from .lowrank import lowrank_gaussian_logpdf  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "kl_diag_std_normal",
     "kl_diag_std_normal_grad",
     "logsumexp",
+    "lowrank_gaussian_logpdf",
     "reparameterize",
     "std_normal_logpdf",
 ]

@@ -124,6 +124,7 @@ def cases(quick=False):
         out.append(("kl_diag_std_normal", (B, D)))
         out.append(("logsumexp", (B, D)))
     out.append(("importance_log_weights+iwae", iw))
+    out.append(("lowrank_gaussian_logpdf", (1000, 784, 16) if quick else (5000, 784, 16)))
     return out
 
 
@@ -223,6 +224,22 @@ def build(kernel, shape, dtype, torch, threads, compile_):
             lw = lpx + lpt - lq
             return torch.logsumexp(lw, dim=0) - math.log(S)
         args = (x, t, mt, lt, mux, lvx)
+    elif kernel == "lowrank_gaussian_logpdf":
+        # PPCA marginal log-likelihood of MNIST-sized data: Woodbury O(N D q) against
+        # scikit-learn's PCA.score_samples, which builds the D x D precision matrix
+        N, D, q = shape
+        X = rng.random((N, D)).astype(dtype)
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=q, svd_solver="randomized", random_state=0).fit(X)
+        s2 = pca.noise_variance_
+        W = (pca.components_.T * np.sqrt(np.maximum(pca.explained_variance_ - s2, 0))).astype(dtype)
+        mean = pca.mean_.astype(dtype)
+        nbytes = N * D * it + N * it
+        psi = np.asarray(s2, dtype)
+        impls["lgm"] = lambda: lgm.lowrank_gaussian_logpdf(X, mean, W, psi)
+        impls["scikit-learn"] = lambda: pca.score_samples(X)
+        return impls, nbytes
     else:  # pragma: no cover
         raise ValueError(kernel)
     if torch is not None:
@@ -252,6 +269,8 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
                     # timed in alternation with lgm (see _best_times_interleaved)
                     if kernel.startswith("importance"):
                         bw_shape = (shape[0] * shape[1], shape[2])
+                    elif kernel.startswith("lowrank"):
+                        bw_shape = tuple(shape[:2])
                     else:
                         bw_shape = tuple(shape)
                     probe, probe_bytes = read3_probe(bw_shape, dt)
@@ -324,7 +343,8 @@ def table(rows, env):
             kernels.append(r.kernel)
     for k in kernels:
         rs = [r for r in rows if r.kernel == k]
-        impls = [i for i in ("numpy", "scipy", "torch", "torch.compile") if any(i in r.times for r in rs)]
+        impls = [i for i in ("numpy", "scipy", "scikit-learn", "torch", "torch.compile")
+                 if any(i in r.times for r in rs)]
         lines.append(f"#### {k}")
         lines.append("")
         head = ["size", "dtype", "thr", "lgm ms"] + [f"{i} ms" for i in impls] + \

@@ -3,7 +3,7 @@
 Conventions (llm.c style): outputs first, then inputs, then sizes/index tables. Every operand is
 a C-contiguous 2-D array ``(rows_of_that_operand, D)``; the output has ``R`` rows, the product of
 the broadcast leading shape ``lead``. Operand ``j`` finds its row for output row ``r`` through
-``_rowsN(r, lead, rstride)`` (the multi-index of ``r`` dotted with ``rstride[j]``, the operand's
+``_rows(r, lead, rstride)`` (the multi-index of ``r`` dotted with ``rstride[j]``, the operand's
 row strides along the leading axes, 0 where it is broadcast). This keeps broadcasting free (no copies) while the inner
 loop over D stays unit-stride, which is what LLVM needs to vectorise it.
 
@@ -35,46 +35,15 @@ def _jit(parallel=True):
 LOG_2PI = 1.8378770664093453
 
 
-# The multi-index of row r is computed once and shared by all operands (integer division costs
-# tens of cycles; per operand it was a third of the importance-weights kernel's time).
 @njit(cache=True)
-def _rows2(r, lead, rs):
-    r = np.int64(r)
-    if lead.shape[0] == 1:
-        return r * rs[0, 0], r * rs[1, 0]
-    i0 = i1 = np.int64(0)
-    rem = r
-    for a in range(lead.shape[0] - 1, -1, -1):
-        n = lead[a]
-        q = rem // n
-        i = rem - q * n
-        rem = q
-        i0 += i * rs[0, a]
-        i1 += i * rs[1, a]
-    return i0, i1
-
-
-@njit(cache=True)
-def _rows3(r, lead, rs):
-    r = np.int64(r)
-    if lead.shape[0] == 1:
-        return r * rs[0, 0], r * rs[1, 0], r * rs[2, 0]
-    i0 = i1 = i2 = np.int64(0)
-    rem = r
-    for a in range(lead.shape[0] - 1, -1, -1):
-        n = lead[a]
-        q = rem // n
-        i = rem - q * n
-        rem = q
-        i0 += i * rs[0, a]
-        i1 += i * rs[1, a]
-        i2 += i * rs[2, a]
-    return i0, i1, i2
-
-
-@njit(cache=True)
-def _rows6(r, lead, rs):
-    r = np.int64(r)
+def _rows(r, lead, rs):
+    """Rows of up to six operands for output row ``r`` (C order over the leading shape ``lead``):
+    the multi-index of ``r`` dotted with each operand's row strides ``rs[j]`` (0 where it is
+    broadcast). The multi-index is computed once and shared by all operands: integer division
+    costs tens of cycles, and per operand it was a third of the importance-weights kernel's
+    time. Entries past ``rs.shape[0]`` are 0."""
+    r = np.int64(r)  # prange indices can be unsigned; uint64 mixed with int64 types as float64
+    n_ops = rs.shape[0]
     i0 = i1 = i2 = i3 = i4 = i5 = np.int64(0)
     rem = r
     for a in range(lead.shape[0] - 1, -1, -1):
@@ -83,11 +52,14 @@ def _rows6(r, lead, rs):
         i = rem - q * n
         rem = q
         i0 += i * rs[0, a]
-        i1 += i * rs[1, a]
-        i2 += i * rs[2, a]
-        i3 += i * rs[3, a]
-        i4 += i * rs[4, a]
-        i5 += i * rs[5, a]
+        if n_ops > 1:
+            i1 += i * rs[1, a]
+        if n_ops > 2:
+            i2 += i * rs[2, a]
+        if n_ops > 3:
+            i3 += i * rs[3, a]
+            i4 += i * rs[4, a]
+            i5 += i * rs[5, a]
     return i0, i1, i2, i3, i4, i5
 
 
@@ -148,7 +120,7 @@ def diag_gaussian_logpdf(out_r, x_rd, mu_rd, lv_rd, lead, rs):
     F = x_rd.dtype.type
     c = F(D * LOG_2PI)
     for r in prange(R):
-        ix, im, il = _rows3(r, lead, rs)
+        ix, im, il = _rows(r, lead, rs)[:3]
         acc = F(0)
         for j in range(D):
             d = x_rd[ix, j] - mu_rd[im, j]
@@ -170,7 +142,7 @@ def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, 
     F = x_rd.dtype.type
     c = F(D * LOG_2PI)
     for r in prange(R):
-        ix, im, il = _rows3(r, lead, rs)
+        ix, im, il = _rows(r, lead, rs)[:3]
         w = w_r[r]
         hw = F(0.5) * w
         acc = F(0)
@@ -196,7 +168,7 @@ def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
     D = x_rd.shape[1]
     F = x_rd.dtype.type
     for r in prange(R):
-        ix, il = _rows2(r, lead, rs)
+        ix, il = _rows(r, lead, rs)[:2]
         acc = F(0)
         for j in range(D):
             lg = l_rd[il, j]
@@ -224,7 +196,7 @@ def kl_diag_std_normal(out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, want_grad, lead, rs)
     D = mu_rd.shape[1]
     F = mu_rd.dtype.type
     for r in prange(R):
-        im, il = _rows2(r, lead, rs)
+        im, il = _rows(r, lead, rs)[:2]
         acc = F(0)
         for j in range(D):
             m = mu_rd[im, j]
@@ -243,7 +215,7 @@ def reparameterize(t_rd, mu_rd, lv_rd, eps_rd, lead, rs):
     R, D = t_rd.shape
     F = t_rd.dtype.type
     for r in prange(R):
-        im, il = _rows2(r, lead, rs)
+        im, il = _rows(r, lead, rs)[:2]
         for j in range(D):
             t_rd[r, j] = mu_rd[im, j] + fexp(F(0.5) * lv_rd[il, j]) * eps_rd[r, j]
 
@@ -261,7 +233,7 @@ def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, l
     F = x_rd.dtype.type
     c = F(D * LOG_2PI)
     for r in prange(R):
-        ix, im, il, it, imt, ilt = _rows6(r, lead, rs)
+        ix, im, il, it, imt, ilt = _rows(r, lead, rs)
         acc = F(0)
         for j in range(D):
             d = x_rd[ix, j] - mux_rd[im, j]
@@ -283,7 +255,7 @@ def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, le
     K = t_rk.shape[1]
     F = x_rd.dtype.type
     for r in prange(R):
-        ix, il, _unused, it, imt, ilt = _rows6(r, lead, rs)
+        ix, il, _unused, it, imt, ilt = _rows(r, lead, rs)
         acc = F(0)
         for j in range(D):
             lg = l_rd[il, j]

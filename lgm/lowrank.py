@@ -1,0 +1,119 @@
+"""Exact log-density of the low-rank-plus-diagonal Gaussian, the marginal of the linear-Gaussian
+latent model (probabilistic PCA, factor analysis):
+
+    p(x) = ∫ N(x | W t + mean, diag(psi)) N(t | 0, I) dt = N(x | mean, W W^T + diag(psi)).
+
+Computed through the Woodbury identity and the matrix determinant lemma (Tipping & Bishop 1999,
+Appendix A; Bishop 2006, section 12.2.1) in O(N D q) time and O(D q) extra memory: never a D x D
+matrix. NaN entries of x are missing values and are marginalised out exactly (each row is
+scored on its observed coordinates).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ._validate import check_floats
+
+__all__ = ["lowrank_gaussian_logpdf"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _check_params(fname, D, dtype, mean, W, psi):
+    if mean.shape != (D,):
+        raise ValueError(f"{fname}: expected mean of shape ({D},), got {mean.shape}")
+    if W.ndim != 2 or W.shape[0] != D or W.shape[1] < 1:
+        raise ValueError(f"{fname}: expected W of shape ({D}, q) with q >= 1, got {W.shape}")
+    if psi.ndim == 0:
+        psi = np.full(D, psi, dtype=dtype)
+    if psi.shape != (D,):
+        raise ValueError(f"{fname}: expected psi to be a scalar or of shape ({D},), got {psi.shape}")
+    for name, a in (("mean", mean), ("W", W), ("psi", psi)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{fname}: expected {name} to be finite, got NaN or inf")
+    if not np.all(psi > 0):
+        raise ValueError(f"{fname}: expected psi (noise variances) > 0, got min {psi.min()!r}")
+    return psi
+
+
+def lowrank_gaussian_logpdf(x, mean, W, psi):
+    """log N(x | mean, W W^T + diag(psi)) for each row of x; NaN entries are missing.
+
+    Parameters
+    ----------
+    x : array of shape (n_samples, D) or (D,), float32 or float64. NaN marks a missing entry
+        (marginalised out: the row is scored on its observed coordinates); inf is an error.
+    mean : array of shape (D,)
+    W : array of shape (D, q) — the loading matrix
+    psi : scalar or array of shape (D,) — noise variances, > 0 (PPCA: a scalar s^2)
+
+    Returns
+    -------
+    array of shape (n_samples,) (or a scalar array for one row), in x's dtype.
+
+    Numerics: the D x q products run in BLAS in x's dtype; the q x q Cholesky factor, the
+    log-determinant and the per-row sums are float64 (that is where precision is lost, at
+    O(q^2) and O(D) cost per row). A row with every entry missing scores 0.
+    """
+    fname = "lowrank_gaussian_logpdf"
+    if isinstance(psi, numbers.Real) and not isinstance(psi, (bool, np.bool_)) and psi <= 0:
+        raise ValueError(f"{fname}: expected psi (noise variances) > 0, got {psi!r}")
+    mod, dtype, a = check_floats(fname, x=x, mean=mean, W=W, psi=psi)
+    if mod != "numpy":
+        raise NotImplementedError(f"{fname}: no GPU implementation yet; pass numpy arrays")
+    x = a["x"]
+    one = x.ndim == 1
+    if one:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{fname}: expected x of shape (n_samples, D) or (D,), got {a['x'].shape}")
+    N, D = x.shape
+    if D == 0:
+        raise ValueError(f"{fname}: expected D >= 1 features, got x of shape {x.shape}")
+    psi = _check_params(fname, D, dtype, a["mean"], a["W"], a["psi"])
+    mean, W = a["mean"], a["W"]
+    from ._cpu import lowrank as k
+
+    x = np.ascontiguousarray(x)
+    psi64 = psi.astype(np.float64)
+    inv_psi = 1.0 / psi64  # D
+    log_psi = np.log(psi64)  # D
+    out = np.empty(N, np.float64)
+    quad_all = np.empty(N, np.float64)  # sum_j r_j^2 / psi_j per row
+    flags = np.zeros(N, np.uint8)
+    if N:
+        k.row_stats(quad_all, flags, x, mean, inv_psi)
+    if (flags & 2).any():
+        raise ValueError(f"{fname}: expected x without inf (NaN marks a missing value), "
+                         f"got inf in {int(((flags & 2) > 0).sum())} row(s)")
+    has_nan = flags.astype(bool)
+    complete = ~has_nan
+    n_complete = int(complete.sum())
+    if n_complete:
+        xc = x if n_complete == N else x[complete]
+        W64 = W.astype(np.float64)
+        Wp = W64 * inv_psi[:, None]  # D, q: Psi^-1 W
+        M = np.eye(W.shape[1]) + W64.T @ Wp  # q, q: I + W^T Psi^-1 W
+        L = np.linalg.cholesky(M)
+        logdet = 2.0 * np.log(np.diag(L)).sum() + log_psi.sum()  # log|W W^T + Psi| (det. lemma)
+        # b = W^T Psi^-1 (x - mean) for every row, as one BLAS product without an (N, D) residual
+        B = xc @ Wp.astype(dtype) - (mean.astype(np.float64) @ Wp)  # N, q
+        C = np.asarray(B, np.float64) @ np.linalg.inv(L).T  # N, q: rows are L^-1 b
+        quad = quad_all if n_complete == N else quad_all[complete]
+        quad -= np.einsum("nq,nq->n", C, C)  # Woodbury: r^T C^-1 r = r^T Psi^-1 r - |L^-1 b|^2
+        vals = -0.5 * (D * LOG_2PI + logdet + quad)
+        if n_complete == N:
+            out = vals
+        else:
+            out[complete] = vals
+    if n_complete < N:
+        xm = x[has_nan]
+        om = np.empty(xm.shape[0], np.float64)
+        k.missing_rows_logpdf(om, xm, mean, W, inv_psi, log_psi)
+        out[has_nan] = om
+    out = out.astype(dtype, copy=False)
+    return out[0] if one else out

@@ -41,7 +41,9 @@ def test_exp_whole_range(dtype):
     below = ref < 2.0**-emin
     assert np.all((out[below] == 0) | (np.abs(out[below] - ref[below]) <= 2.0**-emin))
     above = ref > 2.0**emax
-    assert np.all((out[above] == np.inf) | (np.abs(out[above] - ref[above]) <= 3 * info.eps * ref[above]))
+    with np.errstate(invalid="ignore"):  # inf - inf where both overflowed
+        close = np.abs(out[above] - ref[above]) <= 3 * info.eps * ref[above]
+    assert np.all((out[above] == np.inf) | close)
     # monotone non-decreasing over the whole range (no glitches at the clamp points)
     assert np.all(out[1:] >= out[:-1])
 

@@ -40,10 +40,21 @@ def _csv(kind, value, choices=None):
     return items
 
 
+def _threads(value):
+    items = _csv("thread counts", value)
+    try:
+        out = [int(t) for t in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2, got {value!r}") from None
+    if any(t < 1 for t in out):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2, got {value!r}")
+    return out
+
+
 def cmd_bench(args):
     from lgm import bench
 
-    threads = [int(t) for t in args.threads]
+    threads = args.threads
     print(f"lgm bench: {'quick sizes' if args.quick else 'full sizes'}, threads {threads}, "
           f"dtypes {args.dtypes}; each line is one case as it finishes", flush=True)
     rows, env = bench.run(quick=args.quick, threads=threads, dtypes=args.dtypes,
@@ -80,7 +91,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="kernel benchmarks against numpy/scipy/torch, in one run")
     b.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 minute)")
-    b.add_argument("--threads", type=lambda v: _csv("thread counts", v), default=["1", "2"])
+    b.add_argument("--threads", type=_threads, default=[1, 2], help="comma-separated, e.g. 1,2")
     b.add_argument("--dtypes", type=lambda v: _csv("dtypes", v, ("float32", "float64")),
                    default=["float32", "float64"])
     b.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to warm up)")

@@ -23,6 +23,15 @@ from .ops import (  # noqa: E402
 )
 from .lowrank import lowrank_gaussian_logpdf  # noqa: E402
 
+
+def __getattr__(name):
+    # the estimators import scikit-learn: load them on first use only
+    if name in ("PPCA", "FactorAnalysis", "ConvergenceWarning"):
+        from . import linear
+
+        return getattr(linear, name)
+    raise AttributeError(f"module 'lgm' has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -1,0 +1,363 @@
+"""Linear-Gaussian latent models: probabilistic PCA and factor analysis.
+
+    t ~ N(0, I_q),   x | t ~ N(W t + mean, Psi),   Psi = s^2 I (PPCA) or diag(psi) (FA),
+    so  x ~ N(mean, W W^T + Psi).
+
+Estimators in scikit-learn's conventions (``fit`` returns self, learned attributes end in ``_``,
+``get_params``/``set_params``). The log-likelihood is exact and O(N D q) through the Woodbury
+identity (:func:`lgm.lowrank_gaussian_logpdf`, which also marginalises NaN entries). EM never
+forms a D x D matrix: the E-step needs X Psi^-1 W (N x q) and the M-step X^T E[t] (D x q), two
+BLAS products per iteration; the centring is applied as a rank-one correction, so no centred
+copy of X is made either.
+
+References: Tipping & Bishop (1999), Probabilistic principal component analysis, JRSS B 61(3)
+(closed form: section 3.2; EM: Appendix B); Rubin & Thayer (1982) for the FA EM updates;
+Varadhan & Roland (2008), Simple and globally convergent methods for accelerating the
+convergence of any EM algorithm (SQUAREM), Scand. J. Stat. 35(2).
+
+Precision: parameters and sufficient statistics are float64 whatever X's dtype (they are
+O(D q) and accumulate N terms); X itself is never copied to float64. Outputs of ``transform``,
+``score_samples``, ``sample`` and ``inverse_transform`` take X's dtype (float64 for ``sample``).
+
+Not yet here (issue #5 continues): fitting with missing values (``score_samples`` already takes
+them), dask arrays, the threadpoolctl pinning of BLAS threads, and the benchmark tables.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from .lowrank import lowrank_gaussian_logpdf
+
+__all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning"]
+
+LOG_2PI = math.log(2 * math.pi)
+# Floor on noise variances (relative to the largest feature variance): a constant feature would
+# otherwise drive its variance to 0 and the log-likelihood to +inf.
+SMALL = 1e-12
+
+
+class ConvergenceWarning(UserWarning):
+    """EM stopped at max_iter before the log-likelihood gain fell below tol."""
+
+
+class _Stats:
+    """What EM needs from X, computed once: the mean, sum_n x_n (mean-centred) column sums of
+    squares, and X itself (for the two BLAS products per iteration)."""
+
+    def __init__(self, X):
+        self.X = X
+        self.N, self.D = X.shape
+        self.mean = X.mean(axis=0, dtype=np.float64)  # D
+        sq = np.einsum("nd,nd->d", X, X, dtype=np.float64)  # D
+        self.colsq = np.maximum(sq - self.N * self.mean**2, 0.0)  # sum_n (x_nd - mean_d)^2
+
+    def xc_times(self, A):
+        """(X - mean) @ A for A of shape (D, q), without forming X - mean."""
+        return np.asarray(self.X @ A.astype(self.X.dtype), np.float64) - self.mean @ A
+
+    def xct_times(self, B):
+        """(X - mean)^T @ B for B of shape (N, q)."""
+        return np.asarray(self.X.T @ B.astype(self.X.dtype), np.float64) - np.outer(self.mean, B.sum(0))
+
+
+def _em_step(st, W, psi):
+    """One EM update (Tipping & Bishop 1999, App. B; Rubin & Thayer 1982) from (W, psi) — psi of
+    shape (D,) — and the exact mean log-likelihood of the *input* parameters, which falls out of
+    the E-step's products (Woodbury, as in lowrank_gaussian_logpdf)."""
+    N, D = st.N, st.D
+    q = W.shape[1]
+    inv_psi = 1.0 / psi
+    Wp = W * inv_psi[:, None]  # D, q: Psi^-1 W
+    M = np.eye(q) + W.T @ Wp  # q, q
+    L = np.linalg.cholesky(M)
+    B = st.xc_times(Wp)  # N, q: rows W^T Psi^-1 (x_n - mean)
+    Linv = np.linalg.inv(L)
+    C = B @ Linv.T  # N, q
+    logdet = 2.0 * np.log(np.diag(L)).sum() + np.log(psi).sum()
+    quad = (st.colsq * inv_psi).sum() - np.einsum("nq,nq->", C, C)
+    loglik = -0.5 * (D * LOG_2PI + logdet + quad / N)
+    Minv = Linv.T @ Linv
+    Ez = B @ Minv  # N, q: E[t_n | x_n]
+    Sxz = st.xct_times(Ez)  # D, q: sum_n (x_n - mean) E[t_n]^T
+    Szz = N * Minv + Ez.T @ Ez  # q, q: sum_n E[t_n t_n^T]
+    W_new = np.linalg.solve(Szz, Sxz.T).T  # D, q
+    # diag of sum_n (x_n - mean)(x_n - mean)^T - W_new Sxz^T, per feature
+    psi_new = (st.colsq - np.einsum("dq,dq->d", W_new, Sxz)) / N
+    return W_new, psi_new, loglik
+
+
+class _LinearGaussian(TransformerMixin, BaseEstimator):
+    _isotropic = False
+
+    def __init__(self, n_components=None, *, tol=1e-6, max_iter=1000, accelerate=True,
+                 random_state=None):
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.accelerate = accelerate
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------------------- validation
+    def _check_params(self, N, D):
+        if D < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 features (n_features = {D}): "
+                             "q latent dimensions must be fewer than the features")
+        if N < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples (n_samples = {N})")
+        q = self.n_components
+        if q is None:
+            q = min(N, D) - 1
+        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or not 1 <= q < D:
+            raise ValueError(f"n_components must be an int with 1 <= n_components < n_features "
+                             f"= {D}, got {self.n_components!r}")
+        if q >= N:
+            raise ValueError(f"n_components = {q} needs more samples than that (n_samples = {N}): "
+                             "with n_samples <= q the loadings are not identified")
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
+        return int(q)
+
+    def _validate(self, X, reset):
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                             ensure_min_samples=1)
+
+    # ------------------------------------------------------------------------------------ fit
+    def _noise(self, psi, floor):
+        psi = np.maximum(psi, floor)
+        if self._isotropic:
+            return np.full_like(psi, psi.mean())
+        return psi
+
+    def _fit_em(self, st, q, W0, psi0):
+        """EM from (W0, psi0); returns (W, psi, n_iter, history). history holds the exact mean
+        log-likelihood of every iterate EM visits, in order (monotone non-decreasing)."""
+        floor = SMALL  # absolute, as scikit-learn's FactorAnalysis (comparable log-likelihoods)
+        W, psi = W0, self._noise(psi0, floor)
+        history = []
+        converged = False
+
+        def F(W, psi):
+            W1, psi1, ll = _em_step(st, W, psi)  # ll: log-likelihood of the input (W, psi)
+            return W1, self._noise(psi1, floor), ll
+
+        it = 0
+        gain = np.inf
+        while it < self.max_iter:
+            W1, psi1, ll0 = F(W, psi)
+            it += 1
+            if history:
+                gain = ll0 - history[-1]
+            history.append(ll0)
+            if gain < self.tol:
+                converged = True
+                break
+            if not self.accelerate or it + 2 > self.max_iter:
+                W, psi = W1, psi1
+                continue
+            # SQUAREM (Varadhan & Roland 2008, scheme S3) on theta = (W, log psi): two EM maps,
+            # an extrapolation along them, and a stabilising EM map from the extrapolated point.
+            # Monotone guard: the jump is kept only if its likelihood is at least that of the
+            # second map's input; otherwise the plain double EM step is taken.
+            W2, psi2, ll1 = F(W1, psi1)
+            it += 1
+            history.append(ll1)
+            lp0, lp1, lp2 = np.log(psi), np.log(psi1), np.log(psi2)
+            r = np.concatenate([(W1 - W).ravel(), lp1 - lp0])
+            v = np.concatenate([(W2 - 2 * W1 + W).ravel(), lp2 - 2 * lp1 + lp0])
+            nv = np.linalg.norm(v)
+            W_next, psi_next = W2, psi2
+            if nv > 0:
+                alpha = min(-1.0, -np.linalg.norm(r) / nv)
+                Wa = W - 2 * alpha * (W1 - W) + alpha**2 * (W2 - 2 * W1 + W)
+                psia = self._noise(np.exp(lp0 - 2 * alpha * (lp1 - lp0) + alpha**2 * (lp2 - 2 * lp1 + lp0)),
+                                   floor)
+                if np.all(np.isfinite(Wa)) and np.all(np.isfinite(psia)):
+                    Wb, psib, lla = F(Wa, psia)
+                    it += 1
+                    if lla >= ll1:
+                        history.append(lla)
+                        W_next, psi_next = Wb, psib
+            W, psi = W_next, psi_next
+        if converged:
+            W, psi = W1, psi1  # the last EM map's output: at least as likely as its input
+        final = _em_step(st, W, psi)[2]
+        if final >= history[-1]:
+            history.append(final)
+        if not converged:
+            warnings.warn(f"{type(self).__name__}: EM did not converge in max_iter={self.max_iter} "
+                          f"iterations (last gain {gain:.3g} nats/sample > tol={self.tol}); raise "
+                          "max_iter or tol", ConvergenceWarning, stacklevel=3)
+        return W, psi, it, history
+
+    def _init(self, st, q):
+        rs = check_random_state(self.random_state)
+        scale = math.sqrt(max(st.colsq.sum() / (st.N * st.D), SMALL))
+        W0 = rs.standard_normal((st.D, q)) * scale / math.sqrt(q)
+        psi0 = np.maximum(st.colsq / st.N, SMALL)
+        return W0, psi0
+
+    def _set_fitted(self, st, W, psi, n_iter, history, dtype):
+        self.mean_ = st.mean
+        self.W_ = W
+        self.noise_variance_ = float(psi[0]) if self._isotropic else psi
+        self.n_iter_ = n_iter
+        self.loglike_ = list(history)
+        self.components_ = W.T  # (q, D), scikit-learn's name
+        self.n_components_ = W.shape[1]
+        self._dtype = dtype
+
+    # ------------------------------------------------------------------------------- inference
+    def _psi(self):
+        nv = self.noise_variance_
+        return np.full(self.W_.shape[0], nv) if np.ndim(nv) == 0 else np.asarray(nv)
+
+    def score_samples(self, X):
+        """Exact log p(x) of each row (NaN entries are marginalised out exactly)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                          ensure_all_finite="allow-nan")
+        dt = X.dtype
+        return lowrank_gaussian_logpdf(X, self.mean_.astype(dt), self.W_.astype(dt),
+                                       self._psi().astype(dt))
+
+    def score(self, X, y=None):
+        """Mean exact log-likelihood per sample."""
+        return float(np.mean(self.score_samples(X)))
+
+    def posterior(self, X):
+        """Posterior of t given each row: (means (N, q), covariance (q, q), shared by all rows).
+
+        E[t | x] = M^-1 W^T Psi^-1 (x - mean), Cov[t | x] = M^-1, M = I + W^T Psi^-1 W
+        (Tipping & Bishop 1999, eq. 7 in the isotropic case)."""
+        check_is_fitted(self)
+        X = self._validate(X, reset=False)
+        psi = self._psi()
+        Wp = self.W_ / psi[:, None]
+        M = np.eye(self.W_.shape[1]) + self.W_.T @ Wp
+        Minv = np.linalg.inv(M)
+        mean = (np.asarray(X @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
+        return mean.astype(X.dtype), Minv
+
+    def transform(self, X):
+        """Posterior mean E[t | x], shape (N, q)."""
+        return self.posterior(X)[0]
+
+    def inverse_transform(self, T):
+        """x = W t + mean (the mean of p(x | t)), shape (N, D)."""
+        check_is_fitted(self)
+        T = np.asarray(T)
+        if T.ndim != 2 or T.shape[1] != self.W_.shape[1]:
+            raise ValueError(f"expected T of shape (n_samples, {self.W_.shape[1]}), got {T.shape}")
+        dt = T.dtype if T.dtype in (np.float32, np.float64) else np.float64
+        return (T @ self.W_.T + self.mean_).astype(dt)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw n_samples rows from the fitted model (float64)."""
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        rs = check_random_state(random_state)
+        t = rs.standard_normal((n_samples, self.W_.shape[1]))
+        eps = rs.standard_normal((n_samples, self.W_.shape[0]))
+        return t @ self.W_.T + self.mean_ + eps * np.sqrt(self._psi())
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False  # fit: not yet (score_samples takes NaN already)
+        return tags
+
+
+class PPCA(_LinearGaussian):
+    """Probabilistic PCA (Tipping & Bishop 1999): x = W t + mean + s * eps.
+
+    Parameters
+    ----------
+    n_components : int, optional — q, with 1 <= q < n_features (default min(N, D) - 1).
+    method : {"closed_form", "em"} — the maximum-likelihood solution from the eigenvalues of the
+        sample covariance (SVD when n_features > n_samples), or EM (Tipping & Bishop, App. B).
+    tol : float — EM stops when the mean log-likelihood gains less than tol nats per sample.
+    max_iter : int — EM iterations (each SQUAREM cycle counts its three EM maps).
+    accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
+    random_state : int, Generator or None — EM initialisation.
+
+    Attributes
+    ----------
+    W_ : (D, q), mean_ : (D,), noise_variance_ : float, n_iter_ : int, loglike_ : list of the
+    mean log-likelihood per sample at every EM map (closed form: one value; n_iter_ = 1),
+    components_ : (q, D).
+    """
+
+    _isotropic = True
+
+    def __init__(self, n_components=None, *, method="closed_form", tol=1e-6, max_iter=1000,
+                 accelerate=True, random_state=None):
+        super().__init__(n_components, tol=tol, max_iter=max_iter, accelerate=accelerate,
+                         random_state=random_state)
+        self.method = method
+
+    def fit(self, X, y=None):
+        X = self._validate(X, reset=True)
+        N, D = X.shape
+        q = self._check_params(N, D)
+        if self.method not in ("closed_form", "em"):
+            raise ValueError(f"method must be 'closed_form' or 'em', got {self.method!r}")
+        st = _Stats(X)
+        if self.method == "closed_form":
+            W, s2 = self._closed_form(st, q)
+            psi = np.full(D, s2)
+            # n_iter_ = 1: one eigendecomposition (scikit-learn expects n_iter_ >= 1)
+            self._set_fitted(st, W, psi, 1, [_em_step(st, W, psi)[2]], X.dtype)
+            return self
+        W0, psi0 = self._init(st, q)
+        W, psi, n_iter, hist = self._fit_em(st, q, W0, psi0)
+        self._set_fitted(st, W, psi, n_iter, hist, X.dtype)
+        return self
+
+    @staticmethod
+    def _closed_form(st, q):
+        """W = U_q (L_q - s^2 I)^(1/2), s^2 = mean of the D - q discarded eigenvalues of the
+        sample covariance (Tipping & Bishop 1999, eqs. 7-8; the rotation R = I)."""
+        N, D = st.N, st.D
+        Xc = np.asarray(st.X, np.float64) - st.mean
+        if N >= D:
+            S = Xc.T @ Xc / N  # D, D: the closed form needs the covariance's spectrum
+            lam, U = np.linalg.eigh(S)
+            lam, U = lam[::-1], U[:, ::-1]
+        else:
+            _, sv, Vt = np.linalg.svd(Xc, full_matrices=False)
+            lam = np.zeros(D)
+            lam[: sv.size] = sv**2 / N
+            U = np.zeros((D, D))
+            U[:, : sv.size] = Vt.T
+        lam = np.maximum(lam, 0.0)
+        s2 = max(lam[q:].mean(), SMALL * max(lam[0], 1.0))
+        W = U[:, :q] * np.sqrt(np.maximum(lam[:q] - s2, 0.0))
+        # sign convention: largest |entry| of each column positive (deterministic output)
+        signs = np.sign(W[np.abs(W).argmax(0), np.arange(q)])
+        signs[signs == 0] = 1
+        return W * signs, s2
+
+
+class FactorAnalysis(_LinearGaussian):
+    """Factor analysis: x = W t + mean + eps, eps ~ N(0, diag(psi)), fitted by EM
+    (Rubin & Thayer 1982), SQUAREM-accelerated. Parameters and attributes as :class:`PPCA`,
+    with ``noise_variance_`` of shape (D,)."""
+
+    def fit(self, X, y=None):
+        X = self._validate(X, reset=True)
+        N, D = X.shape
+        q = self._check_params(N, D)
+        st = _Stats(X)
+        W0, psi0 = self._init(st, q)
+        W, psi, n_iter, hist = self._fit_em(st, q, W0, psi0)
+        self._set_fitted(st, W, psi, n_iter, hist, X.dtype)
+        return self

@@ -1,0 +1,139 @@
+"""PPCA and FactorAnalysis estimators: oracles are scikit-learn, scipy and the closed form."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats as st
+from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
+from sklearn.decomposition import FactorAnalysis as SkFA
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import lgm
+
+
+def _planted(rng, N=2000, D=12, q=3, noise=None):
+    W = rng.standard_normal((D, q)) * 2
+    mean = rng.standard_normal(D)
+    psi = np.full(D, 0.3) if noise is None else noise
+    X = rng.standard_normal((N, q)) @ W.T + mean + rng.standard_normal((N, D)) * np.sqrt(psi)
+    return X, W, mean, psi
+
+
+@parametrize_with_checks([lgm.PPCA(), lgm.PPCA(method="em", max_iter=200), lgm.FactorAnalysis(max_iter=200)])
+def test_sklearn_check_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lgm.ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.parametrize("q", [2, 10])
+def test_closed_form_is_the_ml_optimum_and_em_reaches_it(q):
+    X = load_digits().data
+    cf = lgm.PPCA(q).fit(X)
+    # sklearn's PCA uses unbiased (n - 1) variances, so its parameters are not the ML ones:
+    # the ML solution must score at least as well
+    assert cf.score(X) >= PCA(q).fit(X).score(X) - 1e-12
+    for acc in (True, False):
+        em = lgm.PPCA(q, method="em", tol=1e-10, max_iter=5000, accelerate=acc, random_state=0).fit(X)
+        h = np.array(em.loglike_)
+        assert np.all(np.diff(h) >= -1e-9), np.diff(h).min()  # monotone at every EM map
+        assert abs(em.score(X) - cf.score(X)) < 1e-6
+        assert abs(em.noise_variance_ - cf.noise_variance_) < 1e-4 * cf.noise_variance_
+    # the recorded history ends at the fitted model's exact log-likelihood
+    assert abs(em.loglike_[-1] - em.score(X)) < 1e-9
+
+
+@pytest.mark.parametrize("q", [2, 10])
+def test_factor_analysis_reaches_sklearn(q):
+    X = load_digits().data
+    fa = lgm.FactorAnalysis(q, tol=1e-8, max_iter=5000, random_state=0).fit(X)
+    sk = SkFA(q, tol=1e-8, max_iter=5000).fit(X)
+    assert fa.score(X) >= sk.score(X) - 1e-3
+    assert np.all(np.diff(fa.loglike_) >= -1e-9)
+    plain = lgm.FactorAnalysis(q, tol=1e-8, max_iter=5000, accelerate=False, random_state=0).fit(X)
+    assert fa.n_iter_ < plain.n_iter_  # SQUAREM needs fewer EM maps
+
+
+def test_score_samples_match_dense_scipy(dtype, rng):
+    X, *_ = _planted(rng, N=300, D=7, q=2)
+    X = X.astype(dtype)
+    for est in (lgm.PPCA(2), lgm.FactorAnalysis(2, random_state=0)):
+        est.fit(X)
+        C = est.W_ @ est.W_.T + np.diag(est._psi())
+        want = st.multivariate_normal(est.mean_, C).logpdf(X.astype(np.float64))
+        got = est.score_samples(X)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-10)
+        # with missing values: the marginal of the observed coordinates
+        Xm = X.copy()
+        Xm[::3, 1] = np.nan
+        o = np.arange(7) != 1
+        got_m = est.score_samples(Xm)[::3]
+        want_m = st.multivariate_normal(est.mean_[o], C[np.ix_(o, o)]).logpdf(X[::3][:, o].astype(np.float64))
+        np.testing.assert_allclose(got_m, want_m, rtol=1e-5 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("make", [lambda: lgm.PPCA(3), lambda: lgm.PPCA(3, method="em", random_state=1),
+                                  lambda: lgm.FactorAnalysis(3, random_state=1)])
+def test_recovers_planted_subspace(make, rng):
+    X, W, mean, psi = _planted(rng)
+    est = make().fit(X)
+    angles = scipy.linalg.subspace_angles(est.W_, W)
+    assert np.degrees(angles.max()) < 3
+    np.testing.assert_allclose(est.mean_, mean, atol=0.2)
+
+
+def test_posterior_transform_inverse_and_sample(rng):
+    X, *_ = _planted(rng, N=500, D=6, q=2)
+    est = lgm.FactorAnalysis(2, random_state=0).fit(X)
+    psi = est._psi()
+    # dense Gaussian conditioning: E[t | x] = W^T C^-1 (x - mean), Cov = I - W^T C^-1 W
+    C = est.W_ @ est.W_.T + np.diag(psi)
+    K = np.linalg.solve(C, est.W_)  # D, q
+    mean_t, cov_t = est.posterior(X)
+    np.testing.assert_allclose(mean_t, (X - est.mean_) @ K, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(cov_t, np.eye(2) - est.W_.T @ K, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(est.transform(X), mean_t)
+    np.testing.assert_allclose(est.inverse_transform(mean_t), mean_t @ est.W_.T + est.mean_)
+    S = est.sample(200_000, random_state=0)
+    np.testing.assert_allclose(np.cov(S.T), C, atol=0.05 * np.abs(C).max())
+    np.testing.assert_array_equal(S[:5], est.sample(200_000, random_state=0)[:5])
+
+
+def test_float32_kept(rng):
+    X = _planted(rng, N=300, D=6, q=2)[0].astype(np.float32)
+    est = lgm.PPCA(2).fit(X)
+    assert est.transform(X).dtype == np.float32
+    assert est.score_samples(X).dtype == np.float32
+    assert est.inverse_transform(est.transform(X)).dtype == np.float32
+
+
+def test_bad_input_and_documented_behaviour(rng):
+    X = rng.standard_normal((20, 5))
+    for q in (0, 5, 7, 2.5, True):
+        with pytest.raises(ValueError, match="n_components"):
+            lgm.PPCA(q).fit(X)
+    with pytest.raises(ValueError, match="n_samples"):
+        lgm.PPCA(4).fit(X[:3])  # N < q
+    with pytest.raises(ValueError, match="method"):
+        lgm.PPCA(2, method="svd").fit(X)
+    Xi = X.copy()
+    Xi[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity|inf"):
+        lgm.FactorAnalysis(2).fit(Xi)
+    Xn = X.copy()
+    Xn[:, 1] = np.nan  # an all-NaN column (fitting with missing values: not yet)
+    with pytest.raises(ValueError, match="NaN"):
+        lgm.PPCA(2).fit(Xn)
+    # a constant column: its noise variance floors at 1e-12 (as scikit-learn), scores stay finite
+    Xc = X.copy()
+    Xc[:, 2] = 3.0
+    fa = lgm.FactorAnalysis(2, random_state=0).fit(Xc)
+    assert fa.noise_variance_[2] == pytest.approx(1e-12) and np.isfinite(fa.score(Xc))
+    with pytest.warns(lgm.ConvergenceWarning, match="did not converge"):
+        lgm.FactorAnalysis(2, max_iter=2, tol=0, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="n_samples must be a positive int"):
+        lgm.PPCA(2).fit(X).sample(0)

@@ -127,32 +127,40 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         return int(q)
 
     def _validate(self, X, reset):
+        # NaN marks a missing value where the estimator takes them (FactorAnalysis, PPCA with
+        # method="em": fit, scoring, transform, impute); inf is always an error. PPCA with the
+        # closed form is the complete-data estimator and refuses NaN throughout.
+        allow_nan = self.__sklearn_tags__().input_tags.allow_nan
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                             ensure_min_samples=1)
+                             ensure_min_samples=1,
+                             ensure_all_finite="allow-nan" if allow_nan else True)
 
     # ------------------------------------------------------------------------------------ fit
-    def _noise(self, psi, floor):
+    def _noise(self, psi, floor, weights=None):
         psi = np.maximum(psi, floor)
         if self._isotropic:
-            return np.full_like(psi, psi.mean())
+            # PPCA's s^2: the average of the per-feature updates, weighted by how many values
+            # each feature has (all equal without missing values)
+            return np.full_like(psi, np.average(psi, weights=weights))
         return psi
 
-    def _fit_em(self, st, q, W0, psi0):
-        """EM from (W0, psi0); returns (W, psi, n_iter, history). history holds the exact mean
-        log-likelihood of every iterate EM visits, in order (monotone non-decreasing)."""
+    def _fit_em(self, step, W0, psi0, mean0, weights=None):
+        """EM from (W0, psi0, mean0); ``step(W, psi, mean)`` is one EM map returning
+        (W', psi', mean', loglik of the input). Returns (W, psi, mean, n_iter, history);
+        history holds the exact mean log-likelihood of every iterate, in order (monotone)."""
         floor = SMALL  # absolute, as scikit-learn's FactorAnalysis (comparable log-likelihoods)
-        W, psi = W0, self._noise(psi0, floor)
+
+        def F(th):
+            W1, psi1, mean1, ll = step(*th)
+            return (W1, self._noise(psi1, floor, weights), mean1), ll
+
+        th = (W0, self._noise(psi0, floor, weights), mean0)
         history = []
         converged = False
-
-        def F(W, psi):
-            W1, psi1, ll = _em_step(st, W, psi)  # ll: log-likelihood of the input (W, psi)
-            return W1, self._noise(psi1, floor), ll
-
         it = 0
         gain = np.inf
         while it < self.max_iter:
-            W1, psi1, ll0 = F(W, psi)
+            th1, ll0 = F(th)
             it += 1
             if history:
                 gain = ll0 - history[-1]
@@ -161,52 +169,91 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
                 converged = True
                 break
             if not self.accelerate or it + 2 > self.max_iter:
-                W, psi = W1, psi1
+                th = th1
                 continue
-            # SQUAREM (Varadhan & Roland 2008, scheme S3) on theta = (W, log psi): two EM maps,
-            # an extrapolation along them, and a stabilising EM map from the extrapolated point.
+            # SQUAREM (Varadhan & Roland 2008, scheme S3) on (W, log psi, mean): two EM maps, an
+            # extrapolation along them, and a stabilising EM map from the extrapolated point.
             # Monotone guard: the jump is kept only if its likelihood is at least that of the
             # second map's input; otherwise the plain double EM step is taken.
-            W2, psi2, ll1 = F(W1, psi1)
+            th2, ll1 = F(th1)
             it += 1
             history.append(ll1)
-            lp0, lp1, lp2 = np.log(psi), np.log(psi1), np.log(psi2)
-            r = np.concatenate([(W1 - W).ravel(), lp1 - lp0])
-            v = np.concatenate([(W2 - 2 * W1 + W).ravel(), lp2 - 2 * lp1 + lp0])
+            z0, z1, z2 = (np.concatenate([t[0].ravel(), np.log(t[1]), t[2]]) for t in (th, th1, th2))
+            r, v = z1 - z0, z2 - 2 * z1 + z0
             nv = np.linalg.norm(v)
-            W_next, psi_next = W2, psi2
+            th_next = th2
             if nv > 0:
                 alpha = min(-1.0, -np.linalg.norm(r) / nv)
-                Wa = W - 2 * alpha * (W1 - W) + alpha**2 * (W2 - 2 * W1 + W)
-                psia = self._noise(np.exp(lp0 - 2 * alpha * (lp1 - lp0) + alpha**2 * (lp2 - 2 * lp1 + lp0)),
-                                   floor)
-                if np.all(np.isfinite(Wa)) and np.all(np.isfinite(psia)):
-                    Wb, psib, lla = F(Wa, psia)
+                za = z0 - 2 * alpha * r + alpha**2 * v
+                if np.all(np.isfinite(za)):
+                    D, q = th[0].shape
+                    tha = (za[: D * q].reshape(D, q), self._noise(np.exp(za[D * q: D * q + D]), floor, weights),
+                           za[D * q + D:])
+                    thb, lla = F(tha)
                     it += 1
                     if lla >= ll1:
                         history.append(lla)
-                        W_next, psi_next = Wb, psib
-            W, psi = W_next, psi_next
+                        th_next = thb
+            th = th_next
         if converged:
-            W, psi = W1, psi1  # the last EM map's output: at least as likely as its input
-        final = _em_step(st, W, psi)[2]
+            th = th1  # the last EM map's output: at least as likely as its input
+        final = step(*th)[3]
         if final >= history[-1]:
             history.append(final)
         if not converged:
             warnings.warn(f"{type(self).__name__}: EM did not converge in max_iter={self.max_iter} "
                           f"iterations (last gain {gain:.3g} nats/sample > tol={self.tol}); raise "
                           "max_iter or tol", ConvergenceWarning, stacklevel=3)
-        return W, psi, it, history
+        return th[0], th[1], th[2], it, history
 
-    def _init(self, st, q):
+    def _em(self, X, q):
+        """EM on complete data (the fast path: mean fixed at the sample mean, which is its ML
+        value) or, when X has NaN, on the observed entries only (mean estimated jointly)."""
+        missing = np.isnan(X)
+        if not missing.any():
+            st = _Stats(X)
+            W0, psi0 = self._init(st.colsq / st.N, st.D, q)
+            W, psi, mean, n_iter, hist = self._fit_em(self._complete_step(st), W0, psi0, st.mean)
+            return W, psi, mean, n_iter, hist
+        counts = (~missing).sum(0)
+        if (counts == 0).any():
+            raise ValueError(f"{type(self).__name__}: feature(s) {np.flatnonzero(counts == 0).tolist()} "
+                             "have no observed value (all NaN): drop them")
+        from ._cpu import lowrank as k
+
+        mean0 = np.nanmean(X, axis=0, dtype=np.float64)
+        var0 = np.nanvar(X, axis=0, dtype=np.float64)
+        W0, psi0 = self._init(var0, X.shape[1], q)
+        N = X.shape[0]
+        Xc = np.ascontiguousarray(X)
+        ez = np.empty((N, q))
+        sig = np.empty((N, q, q))
+        ll = np.empty(N)
+
+        def step(W, psi, mean):
+            k.missing_estep(ez, sig, ll, Xc, mean, W, 1.0 / psi, np.log(psi))
+            W1, mean1, psi1 = W.copy(), mean.copy(), psi.copy()
+            k.missing_mstep(W1, mean1, psi1, Xc, ez, sig)
+            return W1, psi1, mean1, float(ll.mean())
+
+        return self._fit_em(step, W0, psi0, mean0, weights=counts)
+
+    @staticmethod
+    def _complete_step(st):
+        def step(W, psi, mean):
+            W1, psi1, ll = _em_step(st, W, psi)
+            return W1, psi1, mean, ll
+        return step
+
+    def _init(self, var, D, q):
+        """Random loadings at the data's scale, noise variances at the feature variances."""
         rs = check_random_state(self.random_state)
-        scale = math.sqrt(max(st.colsq.sum() / (st.N * st.D), SMALL))
-        W0 = rs.standard_normal((st.D, q)) * scale / math.sqrt(q)
-        psi0 = np.maximum(st.colsq / st.N, SMALL)
-        return W0, psi0
+        scale = math.sqrt(max(var.mean(), SMALL))
+        W0 = rs.standard_normal((D, q)) * scale / math.sqrt(q)
+        return W0, np.maximum(var, SMALL)
 
-    def _set_fitted(self, st, W, psi, n_iter, history, dtype):
-        self.mean_ = st.mean
+    def _set_fitted(self, mean, W, psi, n_iter, history, dtype):
+        self.mean_ = mean
         self.W_ = W
         self.noise_variance_ = float(psi[0]) if self._isotropic else psi
         self.n_iter_ = n_iter
@@ -223,8 +270,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
     def score_samples(self, X):
         """Exact log p(x) of each row (NaN entries are marginalised out exactly)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
-                          ensure_all_finite="allow-nan")
+        X = self._validate(X, reset=False)
         dt = X.dtype
         return lowrank_gaussian_logpdf(X, self.mean_.astype(dt), self.W_.astype(dt),
                                        self._psi().astype(dt))
@@ -234,22 +280,56 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         return float(np.mean(self.score_samples(X)))
 
     def posterior(self, X):
-        """Posterior of t given each row: (means (N, q), covariance (q, q), shared by all rows).
+        """Posterior of t given each row: (means (N, q), covariance).
 
         E[t | x] = M^-1 W^T Psi^-1 (x - mean), Cov[t | x] = M^-1, M = I + W^T Psi^-1 W
-        (Tipping & Bishop 1999, eq. 7 in the isotropic case)."""
+        (Tipping & Bishop 1999, eq. 7 in the isotropic case). The covariance is one (q, q)
+        matrix shared by all rows when X is complete; with NaN (missing values) each row is
+        conditioned on its observed entries and the covariance is (N, q, q)."""
         check_is_fitted(self)
         X = self._validate(X, reset=False)
         psi = self._psi()
+        q = self.W_.shape[1]
+        nan_rows = np.isnan(X).any(axis=1)
         Wp = self.W_ / psi[:, None]
-        M = np.eye(self.W_.shape[1]) + self.W_.T @ Wp
+        M = np.eye(q) + self.W_.T @ Wp
         Minv = np.linalg.inv(M)
-        mean = (np.asarray(X @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
-        return mean.astype(X.dtype), Minv
+        if not nan_rows.any():
+            mean = (np.asarray(X @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
+            return mean.astype(X.dtype), Minv
+        from ._cpu import lowrank as k
+
+        N = X.shape[0]
+        mean = np.empty((N, q))
+        cov = np.broadcast_to(Minv, (N, q, q)).copy()
+        ok = ~nan_rows
+        if ok.any():
+            Xo = X[ok]
+            mean[ok] = (np.asarray(Xo @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
+        Xm = np.ascontiguousarray(X[nan_rows])
+        ez = np.empty((Xm.shape[0], q))
+        sig = np.empty((Xm.shape[0], q, q))
+        ll = np.empty(Xm.shape[0])
+        k.missing_estep(ez, sig, ll, Xm, self.mean_, self.W_, 1.0 / psi, np.log(psi))
+        mean[nan_rows] = ez
+        cov[nan_rows] = sig
+        return mean.astype(X.dtype), cov
 
     def transform(self, X):
-        """Posterior mean E[t | x], shape (N, q)."""
+        """Posterior mean E[t | x], shape (N, q); rows with NaN use their observed entries."""
         return self.posterior(X)[0]
+
+    def impute(self, X):
+        """X with each NaN replaced by its posterior mean E[x_m | x_o] = mean_m + W_m E[t | x_o]
+        (the conditional mean of the fitted Gaussian); observed entries are returned as they are."""
+        check_is_fitted(self)
+        X = self._validate(X, reset=False)
+        T = self.posterior(X)[0].astype(np.float64)
+        filled = T @ self.W_.T + self.mean_
+        out = X.copy()
+        nan = np.isnan(X)
+        out[nan] = filled[nan]
+        return out
 
     def inverse_transform(self, T):
         """x = W t + mean (the mean of p(x | t)), shape (N, D)."""
@@ -272,7 +352,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False  # fit: not yet (score_samples takes NaN already)
+        tags.input_tags.allow_nan = True  # NaN = missing value (EM, scoring, transform)
         return tags
 
 
@@ -305,22 +385,27 @@ class PPCA(_LinearGaussian):
         self.method = method
 
     def fit(self, X, y=None):
+        """Fit by the closed form or EM; with method="em", NaN entries are missing values."""
         X = self._validate(X, reset=True)
         N, D = X.shape
         q = self._check_params(N, D)
         if self.method not in ("closed_form", "em"):
             raise ValueError(f"method must be 'closed_form' or 'em', got {self.method!r}")
-        st = _Stats(X)
         if self.method == "closed_form":
+            st = _Stats(X)
             W, s2 = self._closed_form(st, q)
             psi = np.full(D, s2)
             # n_iter_ = 1: one eigendecomposition (scikit-learn expects n_iter_ >= 1)
-            self._set_fitted(st, W, psi, 1, [_em_step(st, W, psi)[2]], X.dtype)
+            self._set_fitted(st.mean, W, psi, 1, [_em_step(st, W, psi)[2]], X.dtype)
             return self
-        W0, psi0 = self._init(st, q)
-        W, psi, n_iter, hist = self._fit_em(st, q, W0, psi0)
-        self._set_fitted(st, W, psi, n_iter, hist, X.dtype)
+        W, psi, mean, n_iter, hist = self._em(X, q)
+        self._set_fitted(mean, W, psi, n_iter, hist, X.dtype)
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.method == "em"  # the closed form needs complete data
+        return tags
 
     @staticmethod
     def _closed_form(st, q):
@@ -353,11 +438,10 @@ class FactorAnalysis(_LinearGaussian):
     with ``noise_variance_`` of shape (D,)."""
 
     def fit(self, X, y=None):
+        """Fit by EM; NaN entries are missing values."""
         X = self._validate(X, reset=True)
         N, D = X.shape
         q = self._check_params(N, D)
-        st = _Stats(X)
-        W0, psi0 = self._init(st, q)
-        W, psi, n_iter, hist = self._fit_em(st, q, W0, psi0)
-        self._set_fitted(st, W, psi, n_iter, hist, X.dtype)
+        W, psi, mean, n_iter, hist = self._em(X, q)
+        self._set_fitted(mean, W, psi, n_iter, hist, X.dtype)
         return self

@@ -60,7 +60,7 @@ def test_factor_analysis_reaches_sklearn(q):
 def test_score_samples_match_dense_scipy(dtype, rng):
     X, *_ = _planted(rng, N=300, D=7, q=2)
     X = X.astype(dtype)
-    for est in (lgm.PPCA(2), lgm.FactorAnalysis(2, random_state=0)):
+    for est in (lgm.PPCA(2, method="em", random_state=0), lgm.FactorAnalysis(2, random_state=0)):
         est.fit(X)
         C = est.W_ @ est.W_.T + np.diag(est._psi())
         want = st.multivariate_normal(est.mean_, C).logpdf(X.astype(np.float64))
@@ -125,9 +125,14 @@ def test_bad_input_and_documented_behaviour(rng):
     with pytest.raises(ValueError, match="infinity|inf"):
         lgm.FactorAnalysis(2).fit(Xi)
     Xn = X.copy()
-    Xn[:, 1] = np.nan  # an all-NaN column (fitting with missing values: not yet)
+    Xn[:, 1] = np.nan  # an all-NaN column: nothing to learn its parameters from
+    with pytest.raises(ValueError, match="no observed value"):
+        lgm.PPCA(2, method="em").fit(Xn)
     with pytest.raises(ValueError, match="NaN"):
-        lgm.PPCA(2).fit(Xn)
+        lgm.PPCA(2).fit(Xn)  # the closed form is for complete data
+    Xr = X.copy()
+    Xr[3] = np.nan  # an all-NaN row: contributes nothing, the fit goes on
+    assert np.isfinite(lgm.FactorAnalysis(2, random_state=0).fit(Xr).score(X))
     # a constant column: its noise variance floors at 1e-12 (as scikit-learn), scores stay finite
     Xc = X.copy()
     Xc[:, 2] = 3.0
@@ -137,3 +142,48 @@ def test_bad_input_and_documented_behaviour(rng):
         lgm.FactorAnalysis(2, max_iter=2, tol=0, random_state=0).fit(X)
     with pytest.raises(ValueError, match="n_samples must be a positive int"):
         lgm.PPCA(2).fit(X).sample(0)
+
+
+@pytest.mark.parametrize("make", [lambda: lgm.PPCA(3, method="em", random_state=0, tol=1e-9),
+                                  lambda: lgm.FactorAnalysis(3, random_state=0, tol=1e-9)])
+def test_em_with_30_percent_missing(make, rng):
+    X, W, mean, psi = _planted(rng, N=1500, D=10, q=3)
+    Xm = X.copy()
+    Xm[rng.random(X.shape) < 0.3] = np.nan
+    est = make().fit(Xm)
+    h = np.array(est.loglike_)
+    assert np.all(np.diff(h) >= -1e-9), np.diff(h).min()  # monotone at every EM map
+    assert abs(h[-1] - est.score(Xm)) < 1e-9  # the history is the exact observed-data likelihood
+    assert np.degrees(scipy.linalg.subspace_angles(est.W_, W).max()) < 5
+    np.testing.assert_allclose(est.mean_, mean, atol=0.25)
+    # the fit is a maximum: small perturbations of the parameters do not score higher
+    score = est.score(Xm)
+    for eps in (1e-3, -1e-3):
+        W2 = est.W_ * (1 + eps)
+        ll2 = lgm.lowrank_gaussian_logpdf(Xm, est.mean_, W2, est._psi()).mean()
+        assert ll2 <= score + 1e-9
+
+
+def test_transform_and_impute_with_missing_values(rng):
+    X, *_ = _planted(rng, N=400, D=6, q=2)
+    est = lgm.FactorAnalysis(2, random_state=0).fit(X)
+    Xm = X.copy()
+    Xm[0, [1, 4]] = np.nan
+    Xm[5, 0] = np.nan
+    C = est.W_ @ est.W_.T + np.diag(est._psi())
+    mean_t, cov_t = est.posterior(Xm)
+    assert cov_t.shape == (400, 2, 2)
+    imp = est.impute(Xm)
+    for i in (0, 5):
+        o = ~np.isnan(Xm[i])
+        m = ~o
+        Co = C[np.ix_(o, o)]
+        # dense Gaussian conditioning, on the observed entries only
+        K = np.linalg.solve(Co, est.W_[o])  # |o|, q
+        np.testing.assert_allclose(mean_t[i], (Xm[i, o] - est.mean_[o]) @ K, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(cov_t[i], np.eye(2) - est.W_[o].T @ K, rtol=1e-8, atol=1e-12)
+        want = est.mean_[m] + C[np.ix_(m, o)] @ np.linalg.solve(Co, Xm[i, o] - est.mean_[o])
+        np.testing.assert_allclose(imp[i, m], want, rtol=1e-8)
+    np.testing.assert_array_equal(imp[~np.isnan(Xm)], Xm[~np.isnan(Xm)])
+    complete = est.posterior(X)
+    np.testing.assert_allclose(mean_t[1:5], complete[0][1:5])

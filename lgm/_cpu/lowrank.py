@@ -94,3 +94,127 @@ def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
             quad -= b[a] * b[a]
         out_m[i] = -0.5 * (n_obs * LOG_2PI + logdet + quad)
 
+
+
+@njit(cache=True)
+def _chol_inplace(A):
+    """Lower Cholesky factor of the SPD matrix A, in place; returns log det A."""
+    n = A.shape[0]
+    logdet = 0.0
+    for a in range(n):
+        s = A[a, a]
+        for k in range(a):
+            s -= A[a, k] * A[a, k]
+        d = math.sqrt(s)
+        A[a, a] = d
+        logdet += 2.0 * math.log(d)
+        for c in range(a + 1, n):
+            t = A[c, a]
+            for k in range(a):
+                t -= A[c, k] * A[a, k]
+            A[c, a] = t / d
+    return logdet
+
+
+@njit(cache=True)
+def _chol_solve(L, b):
+    """Solve (L L^T) x = b in place of b."""
+    n = L.shape[0]
+    for a in range(n):
+        t = b[a]
+        for k in range(a):
+            t -= L[a, k] * b[k]
+        b[a] = t / L[a, a]
+    for a in range(n - 1, -1, -1):
+        t = b[a]
+        for k in range(a + 1, n):
+            t -= L[k, a] * b[k]
+        b[a] = t / L[a, a]
+
+
+@njit(parallel=True, error_model="numpy", cache=True, nogil=True)
+def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
+    """E-step with missing values (NaN), one row at a time on its observed set o:
+    Sigma_n = (I + W_o^T Psi_o^-1 W_o)^-1, E[t_n] = Sigma_n W_o^T Psi_o^-1 (x_o - mean_o), and
+    the row's exact log-likelihood (as missing_rows_logpdf). O(|o| q^2 + q^3) per row."""
+    N, D = x_nd.shape
+    q = w_dq.shape[1]
+    for n in prange(N):
+        M = np.eye(q)
+        b = np.zeros(q)
+        quad = 0.0
+        logdet = 0.0
+        n_obs = 0
+        for j in range(D):
+            v = x_nd[n, j]
+            if v != v:
+                continue
+            n_obs += 1
+            r = np.float64(v) - mean_d[j]
+            ip = inv_psi_d[j]
+            quad += r * r * ip
+            logdet += log_psi_d[j]
+            for a in range(q):
+                wa = w_dq[j, a] * ip
+                b[a] += wa * r
+                for c in range(a + 1):
+                    M[a, c] += wa * w_dq[j, c]
+        logdet += _chol_inplace(M)
+        # Sigma = M^-1 column by column, E[t] = M^-1 b, quad -= b^T M^-1 b
+        e = b.copy()
+        _chol_solve(M, e)
+        for a in range(q):
+            quad -= b[a] * e[a]
+            ez_nq[n, a] = e[a]
+        col = np.zeros(q)
+        for a in range(q):
+            for c in range(q):
+                col[c] = 1.0 if c == a else 0.0
+            _chol_solve(M, col)
+            for c in range(q):
+                sig_nqq[n, c, a] = col[c]
+        ll_n[n] = -0.5 * (n_obs * LOG_2PI + logdet + quad)
+
+
+@njit(parallel=True, error_model="numpy", cache=True, nogil=True)
+def missing_mstep(w_dq, mean_d, psi_d, x_nd, ez_nq, sig_nqq):
+    """M-step with missing values: for each feature d, over the rows n that observe it,
+    theta_d = [W_d, mean_d] solves theta_d A_d = c_d with A_d = sum_n E[[t;1][t;1]^T] and
+    c_d = sum_n x_nd [E t_n; 1]; psi_d = (sum_n x_nd^2 - theta_d . c_d) / N_d. O(N D q^2)."""
+    N, D = x_nd.shape
+    q = ez_nq.shape[1]
+    for d in prange(D):
+        A = np.zeros((q + 1, q + 1))
+        c = np.zeros(q + 1)
+        sxx = 0.0
+        nd = 0
+        for n in range(N):
+            v = x_nd[n, d]
+            if v != v:
+                continue
+            xv = np.float64(v)
+            nd += 1
+            sxx += xv * xv
+            for a in range(q):
+                ea = ez_nq[n, a]
+                c[a] += xv * ea
+                for b in range(a + 1):
+                    A[a, b] += sig_nqq[n, a, b] + ea * ez_nq[n, b]
+                A[q, a] += ea
+            c[q] += xv
+        A[q, q] = nd
+        if nd == 0:  # a feature never observed: keep its parameters
+            continue
+        for a in range(q + 1):
+            for b in range(a):
+                A[b, a] = A[a, b]
+        th = c.copy()
+        _chol_inplace(A)
+        _chol_solve(A, th)
+        for a in range(q):
+            w_dq[d, a] = th[a]
+        mean_d[d] = th[q]
+        s = sxx
+        for a in range(q + 1):
+            s -= th[a] * c[a]
+        psi_d[d] = s / nd

@@ -58,39 +58,79 @@ class _Stats:
         sq = np.einsum("nd,nd->d", X, X, dtype=np.float64)  # D
         self.colsq = np.maximum(sq - self.N * self.mean**2, 0.0)  # sum_n (x_nd - mean_d)^2
 
-    def xc_times(self, A):
-        """(X - mean) @ A for A of shape (D, q), without forming X - mean."""
-        return np.asarray(self.X @ A.astype(self.X.dtype), np.float64) - self.mean @ A
-
-    def xct_times(self, B):
-        """(X - mean)^T @ B for B of shape (N, q)."""
-        return np.asarray(self.X.T @ B.astype(self.X.dtype), np.float64) - np.outer(self.mean, B.sum(0))
+    def partials(self, Wp, Minv):
+        return _chunk_partials(self.X, self.mean, Wp, Minv)
 
 
 def _em_step(st, W, psi):
     """One EM update (Tipping & Bishop 1999, App. B; Rubin & Thayer 1982) from (W, psi) — psi of
     shape (D,) — and the exact mean log-likelihood of the *input* parameters, which falls out of
-    the E-step's products (Woodbury, as in lowrank_gaussian_logpdf)."""
+    the E-step's products (Woodbury, as in lowrank_gaussian_logpdf). The data enter only through
+    ``st.partials`` (sums over rows), so the same step runs on a numpy array or chunk by chunk
+    on a dask array."""
     N, D = st.N, st.D
     q = W.shape[1]
     inv_psi = 1.0 / psi
     Wp = W * inv_psi[:, None]  # D, q: Psi^-1 W
     M = np.eye(q) + W.T @ Wp  # q, q
     L = np.linalg.cholesky(M)
-    B = st.xc_times(Wp)  # N, q: rows W^T Psi^-1 (x_n - mean)
     Linv = np.linalg.inv(L)
-    C = B @ Linv.T  # N, q
-    logdet = 2.0 * np.log(np.diag(L)).sum() + np.log(psi).sum()
-    quad = (st.colsq * inv_psi).sum() - np.einsum("nq,nq->", C, C)
-    loglik = -0.5 * (D * LOG_2PI + logdet + quad / N)
     Minv = Linv.T @ Linv
-    Ez = B @ Minv  # N, q: E[t_n | x_n]
-    Sxz = st.xct_times(Ez)  # D, q: sum_n (x_n - mean) E[t_n]^T
-    Szz = N * Minv + Ez.T @ Ez  # q, q: sum_n E[t_n t_n^T]
+    Sxz, Szz_data, cc = st.partials(Wp, Minv)  # sum_n (x_n - mean) E[t_n]^T, sum E[t] E[t]^T, sum b^T M^-1 b
+    logdet = 2.0 * np.log(np.diag(L)).sum() + np.log(psi).sum()
+    quad = (st.colsq * inv_psi).sum() - cc
+    loglik = -0.5 * (D * LOG_2PI + logdet + quad / N)
+    Szz = N * Minv + Szz_data  # q, q: sum_n E[t_n t_n^T]
     W_new = np.linalg.solve(Szz, Sxz.T).T  # D, q
     # diag of sum_n (x_n - mean)(x_n - mean)^T - W_new Sxz^T, per feature
     psi_new = (st.colsq - np.einsum("dq,dq->d", W_new, Sxz)) / N
     return W_new, psi_new, loglik
+
+
+def _chunk_partials(X, mean, Wp, Minv):
+    """Per-block E-step sums for complete data: B = (X - mean) Psi^-1 W (rows b_n), E[t_n] =
+    M^-1 b_n; returns (sum_n (x_n - mean) E[t_n]^T, sum_n E[t_n] E[t_n]^T, sum_n b_n^T M^-1 b_n)."""
+    B = np.asarray(X @ Wp.astype(X.dtype), np.float64) - mean @ Wp  # n, q
+    Ez = B @ Minv  # n, q
+    Sxz = np.asarray(X.T @ Ez.astype(X.dtype), np.float64) - np.outer(mean, Ez.sum(0))
+    return Sxz, Ez.T @ Ez, float(np.einsum("nq,nq->", B, Ez))
+
+
+class _DaskStats:
+    """The dask twin of _Stats: the same sums, computed per row-chunk by dask (threads by
+    default, a dask.distributed cluster when a Client is active) and reduced to (D, q) and
+    (q, q) arrays; no chunk is held longer than its own task."""
+
+    def __init__(self, X):
+        import dask.array as da
+
+        if len(X.chunks[1]) != 1:
+            X = X.rechunk({1: -1})  # chunk by rows only
+        self.X = X
+        self.N, self.D = (int(n) for n in X.shape)
+        s, sq = da.compute(X.sum(axis=0, dtype=np.float64),
+                           (X.astype(np.float64) ** 2).sum(axis=0))
+        self.mean = s / self.N
+        self.colsq = np.maximum(sq - self.N * self.mean**2, 0.0)
+
+    def partials(self, Wp, Minv):
+        import dask
+
+        parts = [dask.delayed(_chunk_partials)(blk, self.mean, Wp, Minv)
+                 for blk in self.X.to_delayed().ravel()]
+        total = dask.delayed(_sum_partials)(parts)
+        return total.compute()
+
+
+def _sum_partials(parts):
+    Sxz = sum(p[0] for p in parts)
+    Szz = sum(p[1] for p in parts)
+    cc = sum(p[2] for p in parts)
+    return Sxz, Szz, cc
+
+
+def _is_dask(X):
+    return type(X).__module__.split(".", 1)[0] == "dask"
 
 
 class _LinearGaussian(TransformerMixin, BaseEstimator):
@@ -130,10 +170,30 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         # NaN marks a missing value where the estimator takes them (FactorAnalysis, PPCA with
         # method="em": fit, scoring, transform, impute); inf is always an error. PPCA with the
         # closed form is the complete-data estimator and refuses NaN throughout.
+        if _is_dask(X):
+            return self._validate_dask(X, reset)
         allow_nan = self.__sklearn_tags__().input_tags.allow_nan
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                              ensure_min_samples=1,
                              ensure_all_finite="allow-nan" if allow_nan else True)
+
+    def _validate_dask(self, X, reset):
+        """A dask array stays lazy: shape and dtype are checked here, values chunk by chunk."""
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D dask array (n_samples, n_features), got {X.ndim}-D")
+        if X.dtype not in (np.float32, np.float64):
+            if X.dtype.kind not in "iub":
+                raise ValueError(f"expected a numeric dask array, got dtype {X.dtype}")
+            X = X.astype(np.float64)
+        D = int(X.shape[1])
+        if reset:
+            self.n_features_in_ = D
+        elif D != self.n_features_in_:
+            raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input")
+        if len(X.chunks[1]) != 1:
+            X = X.rechunk({1: -1})  # chunk by rows only
+        return X
 
     # ------------------------------------------------------------------------------------ fit
     def _noise(self, psi, floor, weights=None):
@@ -209,6 +269,13 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
     def _em(self, X, q):
         """EM on complete data (the fast path: mean fixed at the sample mean, which is its ML
         value) or, when X has NaN, on the observed entries only (mean estimated jointly)."""
+        if _is_dask(X):
+            st = _DaskStats(X)
+            if not (np.all(np.isfinite(st.colsq)) and np.all(np.isfinite(st.mean))):
+                raise ValueError("dask input: NaN or inf found; missing values are supported for "
+                                 "numpy input only (so far)")
+            W0, psi0 = self._init(st.colsq / st.N, st.D, q)
+            return self._fit_em(self._complete_step(st), W0, psi0, st.mean)
         missing = np.isnan(X)
         if not missing.any():
             st = _Stats(X)
@@ -272,6 +339,9 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate(X, reset=False)
         dt = X.dtype
+        if _is_dask(X):  # lazy: one task per row-chunk
+            W, mean, psi = self.W_.astype(dt), self.mean_.astype(dt), self._psi().astype(dt)
+            return X.map_blocks(lambda b: lowrank_gaussian_logpdf(b, mean, W, psi), drop_axis=1, dtype=dt)
         return lowrank_gaussian_logpdf(X, self.mean_.astype(dt), self.W_.astype(dt),
                                        self._psi().astype(dt))
 
@@ -316,7 +386,13 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         return mean.astype(X.dtype), cov
 
     def transform(self, X):
-        """Posterior mean E[t | x], shape (N, q); rows with NaN use their observed entries."""
+        """Posterior mean E[t | x], shape (N, q); rows with NaN use their observed entries.
+        A dask array gives a lazy dask array (one task per row-chunk)."""
+        if _is_dask(X):
+            check_is_fitted(self)
+            X = self._validate(X, reset=False)
+            q = self.W_.shape[1]
+            return X.map_blocks(lambda b: self.posterior(b)[0], chunks=(X.chunks[0], (q,)), dtype=X.dtype)
         return self.posterior(X)[0]
 
     def impute(self, X):
@@ -392,7 +468,7 @@ class PPCA(_LinearGaussian):
         if self.method not in ("closed_form", "em"):
             raise ValueError(f"method must be 'closed_form' or 'em', got {self.method!r}")
         if self.method == "closed_form":
-            st = _Stats(X)
+            st = _DaskStats(X) if _is_dask(X) else _Stats(X)
             W, s2 = self._closed_form(st, q)
             psi = np.full(D, s2)
             # n_iter_ = 1: one eigendecomposition (scikit-learn expects n_iter_ >= 1)
@@ -412,9 +488,15 @@ class PPCA(_LinearGaussian):
         """W = U_q (L_q - s^2 I)^(1/2), s^2 = mean of the D - q discarded eigenvalues of the
         sample covariance (Tipping & Bishop 1999, eqs. 7-8; the rotation R = I)."""
         N, D = st.N, st.D
-        Xc = np.asarray(st.X, np.float64) - st.mean
-        if N >= D:
-            S = Xc.T @ Xc / N  # D, D: the closed form needs the covariance's spectrum
+        if _is_dask(st.X):
+            # the covariance from per-chunk sums (N >> D is the reason to use dask)
+            XtX = (st.X.T.astype(np.float64) @ st.X.astype(np.float64)).compute()
+            S = XtX / N - np.outer(st.mean, st.mean)
+            Xc = None
+        else:
+            Xc = np.asarray(st.X, np.float64) - st.mean
+            S = Xc.T @ Xc / N if N >= D else None  # D, D: the closed form needs its spectrum
+        if S is not None:
             lam, U = np.linalg.eigh(S)
             lam, U = lam[::-1], U[:, ::-1]
         else:

@@ -41,6 +41,7 @@ LOG_2PI = math.log(2 * math.pi)
 # Floor on noise variances (relative to the largest feature variance): a constant feature would
 # otherwise drive its variance to 0 and the log-likelihood to +inf.
 SMALL = 1e-12
+RELATIVE_FLOOR = 1e-6
 
 
 class ConvergenceWarning(UserWarning):
@@ -137,12 +138,25 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
     _isotropic = False
 
     def __init__(self, n_components=None, *, tol=1e-6, max_iter=1000, accelerate=True,
-                 random_state=None):
+                 random_state=None, blas_threads=None):
         self.n_components = n_components
         self.tol = tol
         self.max_iter = max_iter
         self.accelerate = accelerate
         self.random_state = random_state
+        self.blas_threads = blas_threads
+
+    def _blas(self):
+        """BLAS thread limit for fit (threadpoolctl): numpy's and scipy's OpenBLAS pools and
+        Numba's OpenMP threads otherwise compete on few cores. None leaves the pools as they are."""
+        from threadpoolctl import threadpool_limits
+
+        if self.blas_threads is None:
+            return threadpool_limits(limits=None)
+        if isinstance(self.blas_threads, bool) or not isinstance(self.blas_threads, numbers.Integral) \
+                or self.blas_threads < 1:
+            raise ValueError(f"blas_threads must be None or a positive int, got {self.blas_threads!r}")
+        return threadpool_limits(limits=int(self.blas_threads), user_api="blas")
 
     # ----------------------------------------------------------------------------- validation
     def _check_params(self, N, D):
@@ -204,11 +218,22 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             return np.full_like(psi, np.average(psi, weights=weights))
         return psi
 
+    @staticmethod
+    def _noise_floor(var):
+        """Per-feature floor on the noise variances. A constant feature gets SMALL (absolute, as
+        scikit-learn: its loading is exactly 0 and it adds nothing else to the likelihood).
+        Every other feature gets RELATIVE_FLOOR x the mean feature variance: in a Heywood case
+        (psi_d -> 0 while W_d explains the feature) the Woodbury terms r^2/psi and b^T M^-1 b
+        grow like 1/psi and cancel, and at psi ~ 1e-12 the log-likelihood loses whole nats
+        (seen on MNIST's near-constant border pixels: EM then stops being monotone)."""
+        scale = max(float(np.mean(var)), SMALL)
+        return np.where(var > 0, np.maximum(RELATIVE_FLOOR * scale, SMALL), SMALL)
+
     def _fit_em(self, step, W0, psi0, mean0, weights=None):
         """EM from (W0, psi0, mean0); ``step(W, psi, mean)`` is one EM map returning
         (W', psi', mean', loglik of the input). Returns (W, psi, mean, n_iter, history);
         history holds the exact mean log-likelihood of every iterate, in order (monotone)."""
-        floor = SMALL  # absolute, as scikit-learn's FactorAnalysis (comparable log-likelihoods)
+        floor = self._floor
 
         def F(th):
             W1, psi1, mean1, ll = step(*th)
@@ -263,7 +288,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         if not converged:
             warnings.warn(f"{type(self).__name__}: EM did not converge in max_iter={self.max_iter} "
                           f"iterations (last gain {gain:.3g} nats/sample > tol={self.tol}); raise "
-                          "max_iter or tol", ConvergenceWarning, stacklevel=3)
+                          "max_iter or tol", ConvergenceWarning, stacklevel=5)
         return th[0], th[1], th[2], it, history
 
     def _em(self, X, q):
@@ -275,11 +300,13 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
                 raise ValueError("dask input: NaN or inf found; missing values are supported for "
                                  "numpy input only (so far)")
             W0, psi0 = self._init(st.colsq / st.N, st.D, q)
+            self._floor = self._noise_floor(st.colsq / st.N)
             return self._fit_em(self._complete_step(st), W0, psi0, st.mean)
         missing = np.isnan(X)
         if not missing.any():
             st = _Stats(X)
             W0, psi0 = self._init(st.colsq / st.N, st.D, q)
+            self._floor = self._noise_floor(st.colsq / st.N)
             W, psi, mean, n_iter, hist = self._fit_em(self._complete_step(st), W0, psi0, st.mean)
             return W, psi, mean, n_iter, hist
         counts = (~missing).sum(0)
@@ -291,6 +318,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         mean0 = np.nanmean(X, axis=0, dtype=np.float64)
         var0 = np.nanvar(X, axis=0, dtype=np.float64)
         W0, psi0 = self._init(var0, X.shape[1], q)
+        self._floor = self._noise_floor(var0)
         N = X.shape[0]
         Xc = np.ascontiguousarray(X)
         ez = np.empty((N, q))
@@ -439,11 +467,14 @@ class PPCA(_LinearGaussian):
     ----------
     n_components : int, optional — q, with 1 <= q < n_features (default min(N, D) - 1).
     method : {"closed_form", "em"} — the maximum-likelihood solution from the eigenvalues of the
-        sample covariance (SVD when n_features > n_samples), or EM (Tipping & Bishop, App. B).
+        sample covariance (its top q eigenpairs, LAPACK syevr; an SVD of the centred data when
+        n_features > n_samples), or EM (Tipping & Bishop, App. B), which also
+        takes missing values (NaN).
     tol : float — EM stops when the mean log-likelihood gains less than tol nats per sample.
     max_iter : int — EM iterations (each SQUAREM cycle counts its three EM maps).
     accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
     random_state : int, Generator or None — EM initialisation.
+    blas_threads : int or None — BLAS threads during fit (threadpoolctl); None leaves them.
 
     Attributes
     ----------
@@ -455,13 +486,17 @@ class PPCA(_LinearGaussian):
     _isotropic = True
 
     def __init__(self, n_components=None, *, method="closed_form", tol=1e-6, max_iter=1000,
-                 accelerate=True, random_state=None):
+                 accelerate=True, random_state=None, blas_threads=None):
         super().__init__(n_components, tol=tol, max_iter=max_iter, accelerate=accelerate,
-                         random_state=random_state)
+                         random_state=random_state, blas_threads=blas_threads)
         self.method = method
 
     def fit(self, X, y=None):
         """Fit by the closed form or EM; with method="em", NaN entries are missing values."""
+        with self._blas():
+            return self._fit(X)
+
+    def _fit(self, X):
         X = self._validate(X, reset=True)
         N, D = X.shape
         q = self._check_params(N, D)
@@ -493,9 +528,24 @@ class PPCA(_LinearGaussian):
             XtX = (st.X.T.astype(np.float64) @ st.X.astype(np.float64)).compute()
             S = XtX / N - np.outer(st.mean, st.mean)
             Xc = None
+        elif N >= D:
+            # S = X^T X / N - mean mean^T: one BLAS product (numpy uses syrk for X.T @ X), no
+            # centred copy of X; then only the top q eigenpairs (LAPACK syevr). The discarded
+            # eigenvalues enter only through their sum, trace(S) minus the top q.
+            import scipy.linalg
+
+            X = st.X
+            S = np.asarray(X.T @ X, np.float64) / N - np.outer(st.mean, st.mean)
+            lam_q, U_q = scipy.linalg.eigh(S, subset_by_index=[D - q, D - 1], driver="evr")
+            lam_q, U_q = np.maximum(lam_q[::-1], 0.0), U_q[:, ::-1]
+            s2 = max((np.trace(S) - lam_q.sum()) / (D - q), SMALL * max(lam_q[0], 1.0))
+            W = U_q * np.sqrt(np.maximum(lam_q - s2, 0.0))
+            signs = np.sign(W[np.abs(W).argmax(0), np.arange(q)])
+            signs[signs == 0] = 1
+            return W * signs, s2
         else:
             Xc = np.asarray(st.X, np.float64) - st.mean
-            S = Xc.T @ Xc / N if N >= D else None  # D, D: the closed form needs its spectrum
+            S = None  # D > N: the SVD of the centred data
         if S is not None:
             lam, U = np.linalg.eigh(S)
             lam, U = lam[::-1], U[:, ::-1]
@@ -521,6 +571,10 @@ class FactorAnalysis(_LinearGaussian):
 
     def fit(self, X, y=None):
         """Fit by EM; NaN entries are missing values."""
+        with self._blas():
+            return self._fit(X)
+
+    def _fit(self, X):
         X = self._validate(X, reset=True)
         N, D = X.shape
         q = self._check_params(N, D)

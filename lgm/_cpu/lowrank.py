@@ -48,52 +48,21 @@ def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
 
     Per row, with o the observed set: M = I + W_o^T Psi_o^-1 W_o (q x q), b = W_o^T Psi_o^-1 r_o,
     log|C_o| = log|M| + sum_o log psi, r^T C_o^-1 r = sum_o r^2/psi - b^T M^-1 b.
-    O(|o| q^2 + q^3) per row, Cholesky written out (q is small). A row with nothing observed
-    has log-likelihood 0 (the empty marginal).
+    O(|o| q^2 + q^3) per row. A row with nothing observed has log-likelihood 0.
     """
-    Mrows, D = x_md.shape
+    Mrows = x_md.shape[0]
     q = w_dq.shape[1]
     for i in prange(Mrows):
-        M = np.eye(q)  # q, q (float64)
-        b = np.zeros(q)
-        quad = 0.0
-        logdet = 0.0
-        n_obs = 0
-        for j in range(D):
-            v = x_md[i, j]
-            if v != v:
-                continue
-            n_obs += 1
-            r = np.float64(v) - np.float64(mean_d[j])
-            ip = inv_psi_d[j]
-            quad += r * r * ip
-            logdet += log_psi_d[j]
-            for a in range(q):
-                wa = np.float64(w_dq[j, a]) * ip
-                b[a] += wa * r
-                for c in range(a + 1):
-                    M[a, c] += wa * np.float64(w_dq[j, c])
-        # Cholesky M = L L^T in place (lower triangle), then c = L^-1 b
-        for a in range(q):
-            s = M[a, a]
-            for k in range(a):
-                s -= M[a, k] * M[a, k]
-            d = math.sqrt(s)
-            M[a, a] = d
-            logdet += 2.0 * math.log(d)
-            for c in range(a + 1, q):
-                t = M[c, a]
-                for k in range(a):
-                    t -= M[c, k] * M[a, k]
-                M[c, a] = t / d
-        for a in range(q):
+        M = np.empty((q, q))
+        b = np.empty(q)
+        quad, logdet, n_obs = _observed_system(x_md[i], mean_d, w_dq, inv_psi_d, log_psi_d, M, b)
+        for a in range(q):  # forward substitution: |L^-1 b|^2 = b^T M^-1 b
             t = b[a]
             for k in range(a):
                 t -= M[a, k] * b[k]
             b[a] = t / M[a, a]
             quad -= b[a] * b[a]
         out_m[i] = -0.5 * (n_obs * LOG_2PI + logdet + quad)
-
 
 
 @njit(cache=True)
@@ -132,34 +101,48 @@ def _chol_solve(L, b):
         b[a] = t / L[a, a]
 
 
+@njit(cache=True)
+def _observed_system(x_d, mean_d, w_dq, inv_psi_d, log_psi_d, M, b):
+    """For one row with NaN = missing: fill M = I + W_o^T Psi_o^-1 W_o (lower triangle, then its
+    Cholesky factor in place) and b = W_o^T Psi_o^-1 (x_o - mean_o); return (r^T Psi_o^-1 r,
+    log|W_o W_o^T + Psi_o| (determinant lemma), number of observed entries)."""
+    q = M.shape[0]
+    for a in range(q):
+        b[a] = 0.0
+        for c in range(q):
+            M[a, c] = 1.0 if a == c else 0.0
+    quad = 0.0
+    logdet = 0.0
+    n_obs = 0
+    for j in range(x_d.shape[0]):
+        v = x_d[j]
+        if v != v:
+            continue
+        n_obs += 1
+        r = np.float64(v) - np.float64(mean_d[j])
+        ip = inv_psi_d[j]
+        quad += r * r * ip
+        logdet += log_psi_d[j]
+        for a in range(q):
+            wa = np.float64(w_dq[j, a]) * ip
+            b[a] += wa * r
+            for c in range(a + 1):
+                M[a, c] += wa * np.float64(w_dq[j, c])
+    logdet += _chol_inplace(M)
+    return quad, logdet, n_obs
+
+
 @njit(parallel=True, error_model="numpy", cache=True, nogil=True)
 def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
     """E-step with missing values (NaN), one row at a time on its observed set o:
     Sigma_n = (I + W_o^T Psi_o^-1 W_o)^-1, E[t_n] = Sigma_n W_o^T Psi_o^-1 (x_o - mean_o), and
     the row's exact log-likelihood (as missing_rows_logpdf). O(|o| q^2 + q^3) per row."""
-    N, D = x_nd.shape
+    N = x_nd.shape[0]
     q = w_dq.shape[1]
     for n in prange(N):
-        M = np.eye(q)
-        b = np.zeros(q)
-        quad = 0.0
-        logdet = 0.0
-        n_obs = 0
-        for j in range(D):
-            v = x_nd[n, j]
-            if v != v:
-                continue
-            n_obs += 1
-            r = np.float64(v) - mean_d[j]
-            ip = inv_psi_d[j]
-            quad += r * r * ip
-            logdet += log_psi_d[j]
-            for a in range(q):
-                wa = w_dq[j, a] * ip
-                b[a] += wa * r
-                for c in range(a + 1):
-                    M[a, c] += wa * w_dq[j, c]
-        logdet += _chol_inplace(M)
+        M = np.empty((q, q))
+        b = np.empty(q)
+        quad, logdet, n_obs = _observed_system(x_nd[n], mean_d, w_dq, inv_psi_d, log_psi_d, M, b)
         # Sigma = M^-1 column by column, E[t] = M^-1 b, quad -= b^T M^-1 b
         e = b.copy()
         _chol_solve(M, e)

@@ -130,6 +130,47 @@ def _sum_partials(parts):
     return Sxz, Szz, cc
 
 
+# A missingness pattern shared by at least this many rows is handled as a group (one q x q
+# factorisation, BLAS products); rarer patterns go row by row through the Numba kernel.
+GROUP_MIN_ROWS = 32
+
+
+def _missingness_groups(missing):
+    """(groups, rest): groups is a list of (row indices, observed-column mask) for patterns
+    shared by >= GROUP_MIN_ROWS rows; rest holds the indices of all other rows."""
+    packed = np.packbits(missing, axis=1)
+    _, inverse, counts = np.unique(packed, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    groups = []
+    big = np.flatnonzero(counts >= GROUP_MIN_ROWS)
+    for g in big:
+        rows = np.flatnonzero(inverse == g)
+        groups.append((rows, ~missing[rows[0]]))
+    in_group = np.isin(inverse, big)
+    return groups, np.flatnonzero(~in_group)
+
+
+def _group_estep(Xo, obs, mean, W, inv_psi, log_psi):
+    """E-step for rows that all observe exactly the columns ``obs`` (Xo: their observed block):
+    the complete-data formulas on that block (Woodbury, as _em_step). Returns (E[t] per row,
+    the shared posterior covariance, the sum of the rows' log-likelihoods)."""
+    q = W.shape[1]
+    n_obs = int(obs.sum())
+    if n_obs == 0:  # nothing observed: posterior = prior, log-likelihood 0
+        return np.zeros((Xo.shape[0], q)), np.eye(q), 0.0
+    Wo = W[obs]
+    Wp = Wo * inv_psi[obs][:, None]
+    L = np.linalg.cholesky(np.eye(q) + Wo.T @ Wp)
+    Linv = np.linalg.inv(L)
+    Minv = Linv.T @ Linv
+    R = np.asarray(Xo, np.float64) - mean[obs]  # n_g, |o|
+    B = R @ Wp  # n_g, q
+    E = B @ Minv
+    quad = np.einsum("nd,nd,d->", R, R, inv_psi[obs]) - np.einsum("nq,nq->", B, E)
+    logdet = 2.0 * np.log(np.diag(L)).sum() + log_psi[obs].sum()
+    return E, Minv, -0.5 * (Xo.shape[0] * (n_obs * LOG_2PI + logdet) + quad)
+
+
 def _is_dask(X):
     return type(X).__module__.split(".", 1)[0] == "dask"
 
@@ -330,12 +371,46 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         ez = np.empty((N, q))
         sig = np.empty((N, q, q))
         ll = np.empty(N)
+        groups, rest = _missingness_groups(missing)
+        # each group's observed block, gathered once (its rows' data, in X's dtype)
+        blocks = [np.ascontiguousarray(Xc[np.ix_(rows, obs)]) for rows, obs in groups]
+        X_rest = np.ascontiguousarray(Xc[rest])
+        D = X.shape[1]
+        ez_r, sig_r, ll_r = np.empty((rest.size, q)), np.empty((rest.size, q, q)), np.empty(rest.size)
 
         def step(W, psi, mean):
-            k.missing_estep(ez, sig, ll, Xc, mean, W, 1.0 / psi, np.log(psi))
-            W1, mean1, psi1 = W.copy(), mean.copy(), psi.copy()
-            k.missing_mstep(W1, mean1, psi1, Xc, ez, sig)
-            return W1, psi1, mean1, float(ll.mean())
+            inv_psi, log_psi = 1.0 / psi, np.log(psi)
+            A = np.zeros((D, q + 1, q + 1))  # per feature: sum E[[t;1][t;1]^T] (lower triangle)
+            c = np.zeros((D, q + 1))  # per feature: sum x [E t; 1]
+            sxx = np.zeros(D)
+            nd = np.zeros(D)
+            ll_sum = 0.0
+            # rows sharing a missingness pattern share M_o: one q x q factorisation, BLAS
+            for (rows, obs), Xo in zip(groups, blocks):
+                E, Sig, ll_g = _group_estep(Xo, obs, mean, W, inv_psi, log_psi)
+                ll_sum += ll_g
+                n_g = rows.size
+                Ag = np.empty((q + 1, q + 1))
+                Ag[:q, :q] = n_g * Sig + E.T @ E
+                Ag[q, :q] = Ag[:q, q] = E.sum(0)
+                Ag[q, q] = n_g
+                A[obs] += Ag
+                Xo64 = np.asarray(Xo, np.float64)
+                c[obs, :q] += Xo64.T @ E
+                c[obs, q] += Xo64.sum(0)
+                sxx[obs] += np.einsum("nd,nd->d", Xo64, Xo64)
+                nd[obs] += n_g
+            if rest.size:  # the other rows, each with its own q x q system (Numba kernels)
+                k.missing_estep(ez_r, sig_r, ll_r, X_rest, mean, W, inv_psi, log_psi)
+                ll_sum += ll_r.sum()
+                k.missing_mstep_stats(A, c, sxx, nd, X_rest, ez_r, sig_r)
+            # theta_d = [W_d, mean_d] solves theta_d A_d = c_d; psi_d = (sxx_d - theta_d . c_d) / n_d
+            il = np.tril_indices(q + 1, -1)
+            A[:, il[1], il[0]] = A[:, il[0], il[1]]  # symmetrise (the kernel fills the lower part)
+            theta = np.linalg.solve(A, c[..., None])[..., 0]  # D, q+1
+            W1, mean1 = theta[:, :q], theta[:, q]
+            psi1 = (sxx - np.einsum("dk,dk->d", theta, c)) / nd
+            return W1, psi1, mean1, float(ll_sum / N)
 
         return self._fit_em(step, W0, psi0, mean0, weights=counts)
 

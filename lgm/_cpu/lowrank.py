@@ -160,15 +160,13 @@ def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d
 
 
 @njit(parallel=True, error_model="numpy", cache=True, nogil=True)
-def missing_mstep(w_dq, mean_d, psi_d, x_nd, ez_nq, sig_nqq):
-    """M-step with missing values: for each feature d, over the rows n that observe it,
-    theta_d = [W_d, mean_d] solves theta_d A_d = c_d with A_d = sum_n E[[t;1][t;1]^T] and
-    c_d = sum_n x_nd [E t_n; 1]; psi_d = (sum_n x_nd^2 - theta_d . c_d) / N_d. O(N D q^2)."""
+def missing_mstep_stats(A_dqq, c_dq, sxx_d, nd_d, x_nd, ez_nq, sig_nqq):
+    """M-step sufficient statistics with missing values, accumulated (+=) per feature d over the
+    rows n that observe it: A_d += sum_n E[[t;1][t;1]^T] (lower triangle), c_d += sum_n x_nd
+    [E t_n; 1], sxx_d += sum_n x_nd^2, nd_d += count. O(N D q^2); parallel over features."""
     N, D = x_nd.shape
     q = ez_nq.shape[1]
     for d in prange(D):
-        A = np.zeros((q + 1, q + 1))
-        c = np.zeros(q + 1)
         sxx = 0.0
         nd = 0
         for n in range(N):
@@ -180,24 +178,11 @@ def missing_mstep(w_dq, mean_d, psi_d, x_nd, ez_nq, sig_nqq):
             sxx += xv * xv
             for a in range(q):
                 ea = ez_nq[n, a]
-                c[a] += xv * ea
+                c_dq[d, a] += xv * ea
                 for b in range(a + 1):
-                    A[a, b] += sig_nqq[n, a, b] + ea * ez_nq[n, b]
-                A[q, a] += ea
-            c[q] += xv
-        A[q, q] = nd
-        if nd == 0:  # a feature never observed: keep its parameters
-            continue
-        for a in range(q + 1):
-            for b in range(a):
-                A[b, a] = A[a, b]
-        th = c.copy()
-        _chol_inplace(A)
-        _chol_solve(A, th)
-        for a in range(q):
-            w_dq[d, a] = th[a]
-        mean_d[d] = th[q]
-        s = sxx
-        for a in range(q + 1):
-            s -= th[a] * c[a]
-        psi_d[d] = s / nd
+                    A_dqq[d, a, b] += sig_nqq[n, a, b] + ea * ez_nq[n, b]
+                A_dqq[d, q, a] += ea
+            c_dq[d, q] += xv
+        A_dqq[d, q, q] += nd
+        sxx_d[d] += sxx
+        nd_d[d] += nd

@@ -48,6 +48,15 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at max_iter before the log-likelihood gain fell below tol."""
 
 
+class _MeanOnly:
+    """What the closed form needs from a numpy X: the data and their mean (one pass)."""
+
+    def __init__(self, X):
+        self.X = X
+        self.N, self.D = X.shape
+        self.mean = X.mean(axis=0, dtype=np.float64)
+
+
 class _Stats:
     """What EM needs from X, computed once: the mean, sum_n x_n (mean-centred) column sums of
     squares, and X itself (for the two BLAS products per iteration)."""
@@ -579,11 +588,11 @@ class PPCA(_LinearGaussian):
         if self.method not in ("closed_form", "em"):
             raise ValueError(f"method must be 'closed_form' or 'em', got {self.method!r}")
         if self.method == "closed_form":
-            st = _DaskStats(X) if _is_dask(X) else _Stats(X)
-            W, s2 = self._closed_form(st, q)
+            st = _DaskStats(X) if _is_dask(X) else _MeanOnly(X)
+            W, s2, loglik = self._closed_form(st, q)
             psi = np.full(D, s2)
             # n_iter_ = 1: one eigendecomposition (scikit-learn expects n_iter_ >= 1)
-            self._set_fitted(st.mean, W, psi, 1, [_em_step(st, W, psi)[2]], X.dtype)
+            self._set_fitted(st.mean, W, psi, 1, [loglik], X.dtype)
             return self
         W, psi, mean, n_iter, hist = self._em(X, q)
         self._set_fitted(mean, W, psi, n_iter, hist, X.dtype)
@@ -615,10 +624,7 @@ class PPCA(_LinearGaussian):
             lam_q, U_q = scipy.linalg.eigh(S, subset_by_index=[D - q, D - 1], driver="evr")
             lam_q, U_q = np.maximum(lam_q[::-1], 0.0), U_q[:, ::-1]
             s2 = max((np.trace(S) - lam_q.sum()) / (D - q), SMALL * max(lam_q[0], 1.0))
-            W = U_q * np.sqrt(np.maximum(lam_q - s2, 0.0))
-            signs = np.sign(W[np.abs(W).argmax(0), np.arange(q)])
-            signs[signs == 0] = 1
-            return W * signs, s2
+            return PPCA._finish_closed_form(U_q, lam_q, s2, D, q)
         else:
             Xc = np.asarray(st.X, np.float64) - st.mean
             S = None  # D > N: the SVD of the centred data
@@ -633,11 +639,19 @@ class PPCA(_LinearGaussian):
             U[:, : sv.size] = Vt.T
         lam = np.maximum(lam, 0.0)
         s2 = max(lam[q:].mean(), SMALL * max(lam[0], 1.0))
-        W = U[:, :q] * np.sqrt(np.maximum(lam[:q] - s2, 0.0))
-        # sign convention: largest |entry| of each column positive (deterministic output)
+        return PPCA._finish_closed_form(U[:, :q], lam[:q], s2, D, q)
+
+    @staticmethod
+    def _finish_closed_form(U_q, lam_q, s2, D, q):
+        """W = U_q (L_q - s^2 I)^(1/2) with a sign convention (largest |entry| of each column
+        positive), and the maximised mean log-likelihood, from the spectrum alone (Tipping &
+        Bishop 1999, eq. 4 at the ML point, where tr(C^-1 S) = D):
+        -1/2 [D log 2 pi + sum_{j<=q} log lambda_j + (D - q) log s^2 + D]."""
+        W = U_q * np.sqrt(np.maximum(lam_q - s2, 0.0))
         signs = np.sign(W[np.abs(W).argmax(0), np.arange(q)])
         signs[signs == 0] = 1
-        return W * signs, s2
+        logdet = np.log(np.maximum(lam_q, s2)).sum() + (D - q) * np.log(s2)
+        return W * signs, s2, -0.5 * (D * LOG_2PI + logdet + D)
 
 
 class FactorAnalysis(_LinearGaussian):

@@ -125,6 +125,7 @@ def cases(quick=False):
         out.append(("logsumexp", (B, D)))
     out.append(("importance_log_weights+iwae", iw))
     out.append(("lowrank_gaussian_logpdf", (1000, 784, 16) if quick else (5000, 784, 16)))
+    out.append(("PPCA.fit closed form", (1000, 784, 16) if quick else (5000, 784, 16)))
     return out
 
 
@@ -240,6 +241,17 @@ def build(kernel, shape, dtype, torch, threads, compile_):
         impls["lgm"] = lambda: lgm.lowrank_gaussian_logpdf(X, mean, W, psi)
         impls["scikit-learn"] = lambda: pca.score_samples(X)
         return impls, nbytes
+    elif kernel == "PPCA.fit closed form":
+        # the ML fit against scikit-learn's PCA with its fastest solver here (covariance_eigh:
+        # X^T X and an eigendecomposition, like ours)
+        N, D, q = shape
+        X = rng.random((N, D)).astype(dtype)
+        from sklearn.decomposition import PCA
+
+        nbytes = N * D * it
+        impls["lgm"] = lambda: lgm.PPCA(q).fit(X)
+        impls["scikit-learn"] = lambda: PCA(q, svd_solver="covariance_eigh").fit(X)
+        return impls, nbytes
     else:  # pragma: no cover
         raise ValueError(kernel)
     if torch is not None:
@@ -269,7 +281,7 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
                     # timed in alternation with lgm (see _best_times_interleaved)
                     if kernel.startswith("importance"):
                         bw_shape = (shape[0] * shape[1], shape[2])
-                    elif kernel.startswith("lowrank"):
+                    elif kernel.startswith("lowrank") or kernel.startswith("PPCA"):
                         bw_shape = tuple(shape[:2])
                     else:
                         bw_shape = tuple(shape)

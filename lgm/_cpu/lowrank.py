@@ -56,11 +56,8 @@ def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
         M = np.empty((q, q))
         b = np.empty(q)
         quad, logdet, n_obs = _observed_system(x_md[i], mean_d, w_dq, inv_psi_d, log_psi_d, M, b)
-        for a in range(q):  # forward substitution: |L^-1 b|^2 = b^T M^-1 b
-            t = b[a]
-            for k in range(a):
-                t -= M[a, k] * b[k]
-            b[a] = t / M[a, a]
+        _forward(M, b)  # b <- L^-1 b, so |b|^2 = b^T M^-1 b
+        for a in range(q):
             quad -= b[a] * b[a]
         out_m[i] = -0.5 * (n_obs * LOG_2PI + logdet + quad)
 
@@ -86,17 +83,22 @@ def _chol_inplace(A):
 
 
 @njit(cache=True)
-def _chol_solve(L, b):
-    """Solve (L L^T) x = b in place of b."""
-    n = L.shape[0]
-    for a in range(n):
+def _forward(L, b):
+    """b <- L^-1 b (L lower triangular), in place."""
+    for a in range(L.shape[0]):
         t = b[a]
         for k in range(a):
             t -= L[a, k] * b[k]
         b[a] = t / L[a, a]
-    for a in range(n - 1, -1, -1):
+
+
+@njit(cache=True)
+def _chol_solve(L, b):
+    """Solve (L L^T) x = b in place of b."""
+    _forward(L, b)
+    for a in range(L.shape[0] - 1, -1, -1):
         t = b[a]
-        for k in range(a + 1, n):
+        for k in range(a + 1, L.shape[0]):
             t -= L[k, a] * b[k]
         b[a] = t / L[a, a]
 

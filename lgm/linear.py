@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from .lowrank import lowrank_gaussian_logpdf
+from .lowrank import lowrank_gaussian_logpdf, woodbury_factor
 
 __all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning"]
 
@@ -79,16 +79,10 @@ def _em_step(st, W, psi):
     ``st.partials`` (sums over rows), so the same step runs on a numpy array or chunk by chunk
     on a dask array."""
     N, D = st.N, st.D
-    q = W.shape[1]
-    inv_psi = 1.0 / psi
-    Wp = W * inv_psi[:, None]  # D, q: Psi^-1 W
-    M = np.eye(q) + W.T @ Wp  # q, q
-    L = np.linalg.cholesky(M)
-    Linv = np.linalg.inv(L)
+    Wp, Linv, logdet = woodbury_factor(W, psi)  # Psi^-1 W, M = I + W^T Psi^-1 W, log|C|
     Minv = Linv.T @ Linv
     Sxz, Szz_data, cc = st.partials(Wp, Minv)  # sum_n (x_n - mean) E[t_n]^T, sum E[t] E[t]^T, sum b^T M^-1 b
-    logdet = 2.0 * np.log(np.diag(L)).sum() + np.log(psi).sum()
-    quad = (st.colsq * inv_psi).sum() - cc
+    quad = (st.colsq / psi).sum() - cc
     loglik = -0.5 * (D * LOG_2PI + logdet + quad / N)
     Szz = N * Minv + Szz_data  # q, q: sum_n E[t_n t_n^T]
     W_new = np.linalg.solve(Szz, Sxz.T).T  # D, q
@@ -159,7 +153,7 @@ def _missingness_groups(missing):
     return groups, np.flatnonzero(~in_group)
 
 
-def _group_estep(Xo, obs, mean, W, inv_psi, log_psi):
+def _group_estep(Xo, obs, mean, W, psi):
     """E-step for rows that all observe exactly the columns ``obs`` (Xo: their observed block):
     the complete-data formulas on that block (Woodbury, as _em_step). Returns (E[t] per row,
     the shared posterior covariance, the sum of the rows' log-likelihoods)."""
@@ -167,16 +161,12 @@ def _group_estep(Xo, obs, mean, W, inv_psi, log_psi):
     n_obs = int(obs.sum())
     if n_obs == 0:  # nothing observed: posterior = prior, log-likelihood 0
         return np.zeros((Xo.shape[0], q)), np.eye(q), 0.0
-    Wo = W[obs]
-    Wp = Wo * inv_psi[obs][:, None]
-    L = np.linalg.cholesky(np.eye(q) + Wo.T @ Wp)
-    Linv = np.linalg.inv(L)
+    Wp, Linv, logdet = woodbury_factor(W[obs], psi[obs])
     Minv = Linv.T @ Linv
     R = np.asarray(Xo, np.float64) - mean[obs]  # n_g, |o|
     B = R @ Wp  # n_g, q
     E = B @ Minv
-    quad = np.einsum("nd,nd,d->", R, R, inv_psi[obs]) - np.einsum("nq,nq->", B, E)
-    logdet = 2.0 * np.log(np.diag(L)).sum() + log_psi[obs].sum()
+    quad = np.einsum("nd,nd,d->", R, R, 1.0 / psi[obs]) - np.einsum("nq,nq->", B, E)
     return E, Minv, -0.5 * (Xo.shape[0] * (n_obs * LOG_2PI + logdet) + quad)
 
 
@@ -396,7 +386,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             ll_sum = 0.0
             # rows sharing a missingness pattern share M_o: one q x q factorisation, BLAS
             for (rows, obs), Xo in zip(groups, blocks):
-                E, Sig, ll_g = _group_estep(Xo, obs, mean, W, inv_psi, log_psi)
+                E, Sig, ll_g = _group_estep(Xo, obs, mean, W, psi)
                 ll_sum += ll_g
                 n_g = rows.size
                 Ag = np.empty((q + 1, q + 1))
@@ -479,9 +469,8 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         psi = self._psi()
         q = self.W_.shape[1]
         nan_rows = np.isnan(X).any(axis=1)
-        Wp = self.W_ / psi[:, None]
-        M = np.eye(q) + self.W_.T @ Wp
-        Minv = np.linalg.inv(M)
+        Wp, Linv, _ = woodbury_factor(self.W_, psi)
+        Minv = Linv.T @ Linv
         if not nan_rows.any():
             mean = (np.asarray(X @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
             return mean.astype(X.dtype), Minv

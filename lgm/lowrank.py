@@ -23,6 +23,18 @@ __all__ = ["lowrank_gaussian_logpdf"]
 LOG_2PI = math.log(2 * math.pi)
 
 
+def woodbury_factor(W, psi):
+    """The q x q pieces of the Woodbury identity and determinant lemma for C = W W^T + diag(psi):
+    (Wp = Psi^-1 W (D, q), Linv with L L^T = M = I + W^T Psi^-1 W, log|C| = log|M| + sum log psi),
+    all float64. Then C^-1 = Psi^-1 - Wp M^-1 Wp^T and M^-1 = Linv^T Linv."""
+    W = np.asarray(W, np.float64)
+    psi = np.asarray(psi, np.float64)
+    Wp = W / psi[:, None]  # D, q
+    L = np.linalg.cholesky(np.eye(W.shape[1]) + W.T @ Wp)  # q, q
+    logdet = 2.0 * np.log(np.diag(L)).sum() + np.log(psi).sum()
+    return Wp, np.linalg.inv(L), logdet
+
+
 def _check_params(fname, D, dtype, mean, W, psi):
     if mean.shape != (D,):
         raise ValueError(f"{fname}: expected mean of shape ({D},), got {mean.shape}")
@@ -95,14 +107,10 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     n_complete = int(complete.sum())
     if n_complete:
         xc = x if n_complete == N else x[complete]
-        W64 = W.astype(np.float64)
-        Wp = W64 * inv_psi[:, None]  # D, q: Psi^-1 W
-        M = np.eye(W.shape[1]) + W64.T @ Wp  # q, q: I + W^T Psi^-1 W
-        L = np.linalg.cholesky(M)
-        logdet = 2.0 * np.log(np.diag(L)).sum() + log_psi.sum()  # log|W W^T + Psi| (det. lemma)
+        Wp, Linv, logdet = woodbury_factor(W, psi64)
         # b = W^T Psi^-1 (x - mean) for every row, as one BLAS product without an (N, D) residual
         B = xc @ Wp.astype(dtype) - (mean.astype(np.float64) @ Wp)  # N, q
-        C = np.asarray(B, np.float64) @ np.linalg.inv(L).T  # N, q: rows are L^-1 b
+        C = np.asarray(B, np.float64) @ Linv.T  # N, q: rows are L^-1 b
         quad = quad_all if n_complete == N else quad_all[complete]
         quad -= np.einsum("nq,nq->n", C, C)  # Woodbury: r^T C^-1 r = r^T Psi^-1 r - |L^-1 b|^2
         vals = -0.5 * (D * LOG_2PI + logdet + quad)

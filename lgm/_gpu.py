@@ -54,7 +54,7 @@ def _load(name):
         if os.path.exists(path):
             try:
                 m = cupy.RawModule(path=path)
-                m.get_function(_probe_name(name))  # forces the load; fails on a foreign arch
+                m.get_function(kernel_names()[name][0])  # forces the load; fails on a foreign arch
                 mod, _how[name] = m, f"fatbin {path}"
                 break
             except cupy.cuda.driver.CUDADriverError:
@@ -66,12 +66,6 @@ def _load(name):
         _how[name] = "NVRTC (from the shipped .cu source)"
     _modules[name] = mod
     return mod
-
-
-def _probe_name(name):
-    return {"diag_gaussian": "diag_gaussian_logpdf_f32_v1", "bernoulli": "bernoulli_logpmf_f32_v1",
-            "latent": "std_normal_logpdf_f32_v1", "logsumexp": "logsumexp_rows_f32_v1",
-            "importance": "importance_log_weights_gaussian_f32_v1"}[name]
 
 
 def kernel_names():
@@ -217,6 +211,3 @@ def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, le
     _launch_rows("importance", "importance_log_weights_bernoulli", R, out_r.dtype, vw,
                  (out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D), np.int32(K), L, S, k))
 
-
-def read3(a_rd, b_rd, c_rd, out_r):  # pragma: no cover - the GPU benchmark uses a device copy
-    raise NotImplementedError("use a device-to-device copy as the GPU bandwidth reference")

@@ -102,7 +102,7 @@ def _broadcast_shapes(shapes):
     return tuple(out)
 
 
-def broadcast_lead(fname, arrays, names=None):
+def broadcast_lead(fname, arrays):
     """Broadcast the leading shapes (all axes but the last) of ``arrays`` (a dict)."""
     lead = _broadcast_shapes([tuple(a.shape[:-1]) for a in arrays.values()])
     if lead is None:

@@ -11,6 +11,7 @@ best of several repeats is reported (the least disturbed run of a memory-bound l
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -88,15 +89,6 @@ def read3_probe(shape, dtype):
     a, b, c = (rng.random(shape).astype(dtype) for _ in range(3))
     out = np.empty(shape[0], dtype)
     return (lambda: kernels.read3(a, b, c, out)), 3 * a.nbytes
-
-
-def read_bandwidth(shape, dtype, threads):
-    """GB/s of a parallel read of three (R, D) arrays (sum a+b+c per row)."""
-    import numba
-
-    numba.set_num_threads(threads)
-    fn, nbytes = read3_probe(shape, dtype)
-    return nbytes / _best_time(fn) / 1e9
 
 
 def _torch_impls(torch, fn_eager, args_np, threads, compile_):
@@ -275,7 +267,7 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
                 if th > numba.config.NUMBA_NUM_THREADS:
                     continue
                 numba.set_num_threads(th)
-                ctx = threadpool_limits(limits=th) if threadpool_limits else _null()
+                ctx = threadpool_limits(limits=th) if threadpool_limits else contextlib.nullcontext()
                 with ctx:
                     # the read-bandwidth probe runs at the size of the kernel's big operands,
                     # timed in alternation with lgm (see _best_times_interleaved)
@@ -298,14 +290,6 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
                     progress(_line(row))
     env = describe(torch)
     return rows, env
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def describe(torch=None):

@@ -40,25 +40,32 @@ template <typename T> __device__ __forceinline__ T warp_sum(T v) {
 
 template <typename T, int VW> struct __align__(sizeof(T) * VW) Pack { T v[VW]; };
 
-template <typename T, int VW>
-__device__ __forceinline__ Pack<T, VW> ld(const T* __restrict__ p, int j) {
-  return __ldg(reinterpret_cast<const Pack<T, VW>*>(p) + j);
+// The built-in vector type of VW Ts: __ldg/__ldcs have no overloads for user structs, so a Pack
+// is loaded as its built-in twin (same size and alignment) and read back as a Pack.
+template <typename T, int VW> struct Vec;
+template <> struct Vec<float, 4> { using type = float4; };
+template <> struct Vec<float, 1> { using type = float; };
+template <> struct Vec<double, 2> { using type = double2; };
+template <> struct Vec<double, 1> { using type = double; };
+
+// Pack j of the row at p: STREAM = evict-first loads (__ldcs) for data read exactly once,
+// else read-only cached loads (__ldg) for data read again (x across samples).
+template <typename T, int VW, bool STREAM>
+__device__ __forceinline__ Pack<T, VW> load_pack(const T* __restrict__ p, int j) {
+  using V = typename Vec<T, VW>::type;
+  const V* q = reinterpret_cast<const V*>(p) + j;
+  V v = STREAM ? __ldcs(q) : __ldg(q);
+  return *reinterpret_cast<const Pack<T, VW>*>(&v);
 }
 
-// __ldg has no overload for user structs: load through the matching built-in vector types.
-template <> __device__ __forceinline__ Pack<float, 4> ld<float, 4>(const float* __restrict__ p, int j) {
-  float4 t = __ldg(reinterpret_cast<const float4*>(p) + j);
-  Pack<float, 4> r; r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w; return r;
+template <typename T, int VW>
+__device__ __forceinline__ Pack<T, VW> ld(const T* __restrict__ p, int j) {
+  return load_pack<T, VW, false>(p, j);
 }
-template <> __device__ __forceinline__ Pack<float, 1> ld<float, 1>(const float* __restrict__ p, int j) {
-  Pack<float, 1> r; r.v[0] = __ldg(p + j); return r;
-}
-template <> __device__ __forceinline__ Pack<double, 2> ld<double, 2>(const double* __restrict__ p, int j) {
-  double2 t = __ldg(reinterpret_cast<const double2*>(p) + j);
-  Pack<double, 2> r; r.v[0] = t.x; r.v[1] = t.y; return r;
-}
-template <> __device__ __forceinline__ Pack<double, 1> ld<double, 1>(const double* __restrict__ p, int j) {
-  Pack<double, 1> r; r.v[0] = __ldg(p + j); return r;
+
+template <typename T, int VW>
+__device__ __forceinline__ Pack<T, VW> ldcs(const T* __restrict__ p, int j) {
+  return load_pack<T, VW, true>(p, j);
 }
 
 // The multi-index of output row r over the leading shape, computed once per row and shared by
@@ -105,23 +112,6 @@ __device__ __forceinline__ long long operand_row(const RowIdx& ix, const long lo
     rem /= n;
   }
   return idx;
-}
-
-// Streaming loads (evict-first) for operands read exactly once.
-template <typename T, int VW> __device__ __forceinline__ Pack<T, VW> ldcs(const T* __restrict__ p, int j);
-template <> __device__ __forceinline__ Pack<float, 4> ldcs<float, 4>(const float* __restrict__ p, int j) {
-  float4 t = __ldcs(reinterpret_cast<const float4*>(p) + j);
-  Pack<float, 4> r; r.v[0] = t.x; r.v[1] = t.y; r.v[2] = t.z; r.v[3] = t.w; return r;
-}
-template <> __device__ __forceinline__ Pack<float, 1> ldcs<float, 1>(const float* __restrict__ p, int j) {
-  Pack<float, 1> r; r.v[0] = __ldcs(p + j); return r;
-}
-template <> __device__ __forceinline__ Pack<double, 2> ldcs<double, 2>(const double* __restrict__ p, int j) {
-  double2 t = __ldcs(reinterpret_cast<const double2*>(p) + j);
-  Pack<double, 2> r; r.v[0] = t.x; r.v[1] = t.y; return r;
-}
-template <> __device__ __forceinline__ Pack<double, 1> ldcs<double, 1>(const double* __restrict__ p, int j) {
-  Pack<double, 1> r; r.v[0] = __ldcs(p + j); return r;
 }
 
 // Warp-per-row loop header: warp w of the grid takes rows w, w + nwarps, ...

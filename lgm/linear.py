@@ -367,9 +367,6 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         self._floor = self._noise_floor(var0)
         N = X.shape[0]
         Xc = np.ascontiguousarray(X)
-        ez = np.empty((N, q))
-        sig = np.empty((N, q, q))
-        ll = np.empty(N)
         groups, rest = _missingness_groups(missing)
         # each group's observed block, gathered once (its rows' data, in X's dtype)
         blocks = [np.ascontiguousarray(Xc[np.ix_(rows, obs)]) for rows, obs in groups]

@@ -4,7 +4,6 @@ import re
 
 import numba as nb
 import numpy as np
-import pytest
 
 from lgm._cpu.fastmath import fexp, flog1p, fsoftplus
 

@@ -189,7 +189,7 @@ def logsumexp_rows(out_p, a_pn):
     _launch_rows("logsumexp", "logsumexp_rows", P, out_p.dtype, vw, (out_p, a_pn, np.int64(P), np.int32(N)))
 
 
-def logsumexp_cols(out_pq, a_pnq, m_pq=None, s_pq=None, nan_pq=None):
+def logsumexp_cols(out_pq, a_pnq):
     P, N, Q = a_pnq.shape
     fn = _fn("logsumexp", "logsumexp_cols", out_pq.dtype, 1)
     fn((_launch.grid_for_tiles(P, Q, _sms()),), (32, _launch.LSE_TILE_Y), (out_pq, a_pnq, np.int64(P), np.int32(N), np.int64(Q)))

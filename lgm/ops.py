@@ -248,11 +248,7 @@ def _logsumexp(fname, mod, a, axis, keepdims):
         k.logsumexp_rows(out, b.reshape(P, n_red))
     else:
         out = xp.empty((P, Q), dtype)
-        if xp is np:  # the CPU kernel's scratch (the GPU kernel keeps it in registers)
-            m, s, nan = np.empty((P, Q), dtype), np.empty((P, Q), dtype), np.empty((P, Q), np.bool_)
-        else:
-            m = s = nan = None
-        k.logsumexp_cols(out, b, m, s, nan)
+        k.logsumexp_cols(out, b)
     out = out.reshape(out_shape)
     if keepdims:
         out = xp.expand_dims(out, axes)

@@ -306,10 +306,13 @@ def logsumexp_rows(out_p, a_pn):
 
 
 @_jit()
-def logsumexp_cols(out_pq, a_pnq, m_pq, s_pq, nan_pq):
+def logsumexp_cols(out_pq, a_pnq):
     """Q > 1: reduce over n with the inner loop running along contiguous q (vectorised)."""
     P, N, Q = a_pnq.shape
     F = a_pnq.dtype.type
+    m_pq = np.empty((P, Q), a_pnq.dtype)  # running max, then the shift
+    s_pq = np.empty((P, Q), a_pnq.dtype)  # sum of exp(a - shift)
+    nan_pq = np.empty((P, Q), np.bool_)
     for p in prange(P):
         for q in range(Q):
             m_pq[p, q] = -F(np.inf)

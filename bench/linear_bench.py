@@ -184,8 +184,9 @@ def main(argv=None):
     out("")
     out(f"Machine: {os.cpu_count()} CPUs; {threads_desc()}")
     if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        from lgm.io import write_atomic
+
+        write_atomic(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

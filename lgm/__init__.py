@@ -8,7 +8,9 @@ ELBO/IWAE reductions, reparameterised sampling. See README.md.
 from ._config import VECTOR_WIDTH_INFO  # noqa: F401  (must run before numba is imported)
 from .ops import (  # noqa: E402
     LogpdfGrad,
+    LogpmfGrad,
     bernoulli_logpmf,
+    bernoulli_logpmf_grad,
     diag_gaussian_logpdf,
     diag_gaussian_logpdf_grad,
     elbo,
@@ -36,7 +38,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LogpdfGrad",
+    "LogpmfGrad",
     "bernoulli_logpmf",
+    "bernoulli_logpmf_grad",
     "diag_gaussian_logpdf",
     "diag_gaussian_logpdf_grad",
     "elbo",

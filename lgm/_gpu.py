@@ -72,7 +72,7 @@ def kernel_names():
     """Every extern "C" kernel name, per source file (tests compile them all)."""
     per = {
         "diag_gaussian": ["diag_gaussian_logpdf", "diag_gaussian_logpdf_grad"],
-        "bernoulli": ["bernoulli_logpmf"],
+        "bernoulli": ["bernoulli_logpmf", "bernoulli_logpmf_grad"],
         "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
         "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
         "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
@@ -162,6 +162,13 @@ def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
     L, S, k = _tables(lead, rs)
     _launch_rows("bernoulli", "bernoulli_logpmf", R, out_r.dtype, vw,
                  (out_r, x_rd, l_rd, np.int64(R), np.int32(D), L, S, k))
+
+
+def bernoulli_logpmf_grad(out_r, dl_rd, x_rd, l_rd, w_r, lead, rs):
+    R, D = out_r.shape[0], x_rd.shape[1]
+    L, S, k = _tables(lead, rs)
+    _launch_rows("bernoulli", "bernoulli_logpmf_grad", R, out_r.dtype, 1,
+                 (out_r, dl_rd, x_rd, l_rd, w_r, np.int64(R), np.int32(D), L, S, k))
 
 
 def std_normal_logpdf(out_r, t_rd):

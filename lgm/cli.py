@@ -9,24 +9,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 
-
-def _atomic_write(path, text):
-    """Write text to path atomically (temp file in the same folder, then rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from .io import write_atomic
 
 
 def _csv(kind, value, choices=None):
@@ -64,7 +49,7 @@ def cmd_bench(args):
     print()
     print(text)
     if args.out:
-        _atomic_write(args.out, text + "\n")
+        write_atomic(args.out, text + "\n")
         print(f"\nwrote {args.out}")
     return 0
 

@@ -117,16 +117,7 @@ def diag_gaussian_logpdf_grad(x, mu, logvar, weights=None, wrt=("x", "mu", "logv
     xp, k = _backend(fname, mod)
     w = a.pop("weights")
     ops = RowOperands(fname, a, xp=xp)
-    if w is None:
-        w_r = xp.ones(ops.R, dtype)
-    else:
-        try:
-            w_r = xp.ascontiguousarray(xp.broadcast_to(w, ops.lead)).reshape(-1)
-        except ValueError:
-            raise ValueError(
-                f"{fname}: expected weights broadcastable to the leading shape {ops.lead}, "
-                f"got shape {np.shape(w)}"
-            ) from None
+    w_r = _row_weights(fname, xp, w, ops, dtype)
     out = xp.empty(ops.R, dtype)
     full = {n: (xp.empty((ops.R, ops.D), dtype) if n in wrt else xp.empty((0, 0), dtype))
             for n in ("x", "mu", "logvar")}
@@ -154,6 +145,53 @@ def bernoulli_logpmf(x, logits):
     if ops.R:
         k.bernoulli_logpmf(out, ops.rows["x"], ops.rows["logits"], ops.lead_arr, ops.rstride)
     return out.reshape(ops.lead)
+
+
+class LogpmfGrad(NamedTuple):
+    """Value and logits gradient of the Bernoulli log-mass."""
+
+    value: np.ndarray
+    dlogits: np.ndarray
+
+
+def bernoulli_logpmf_grad(x, logits, weights=None):
+    """Value and gradient of :func:`bernoulli_logpmf` in one pass.
+
+    Parameters
+    ----------
+    x, logits : arrays of shape (..., D), broadcasting as in :func:`bernoulli_logpmf`.
+    weights : array broadcastable to the leading shape (...), optional
+        Per-row weights w multiplying the gradient (not the value).
+
+    Returns
+    -------
+    LogpmfGrad(value, dlogits): value of shape (...); dlogits = w (x - sigmoid(logits)) of the
+    shape of ``logits`` (summed over the axes along which it was broadcast).
+    """
+    fname = "bernoulli_logpmf_grad"
+    mod, dtype, a = check_floats(fname, x=x, logits=logits, weights=weights)
+    xp, k = _backend(fname, mod)
+    w = a.pop("weights")
+    ops = RowOperands(fname, a, xp=xp)
+    w_r = _row_weights(fname, xp, w, ops, dtype)
+    out = xp.empty(ops.R, dtype)
+    dl = xp.empty((ops.R, ops.D), dtype)
+    if ops.R:
+        k.bernoulli_logpmf_grad(out, dl, ops.rows["x"], ops.rows["logits"], w_r, ops.lead_arr,
+                                ops.rstride)
+    return LogpmfGrad(out.reshape(ops.lead), ops.unbroadcast("logits", dl))
+
+
+def _row_weights(fname, xp, w, ops, dtype):
+    if w is None:
+        return xp.ones(ops.R, dtype)
+    try:
+        return xp.ascontiguousarray(xp.broadcast_to(w, ops.lead)).reshape(-1)
+    except ValueError:
+        raise ValueError(
+            f"{fname}: expected weights broadcastable to the leading shape {ops.lead}, "
+            f"got shape {np.shape(w)}"
+        ) from None
 
 
 def std_normal_logpdf(t):

@@ -32,6 +32,12 @@ def bernoulli_logpmf(x, logits):
     return (x * logits - np.logaddexp(0, logits)).sum(-1)
 
 
+def bernoulli_logpmf_grad(x, logits, weights=1.0):
+    """(value, d/dlogits of sum(weights * logpmf)) with full broadcast shape."""
+    w = np.asarray(weights)[..., None]
+    return bernoulli_logpmf(x, logits), w * (x - 1 / (1 + np.exp(-logits)))
+
+
 def std_normal_logpdf(t):
     return -0.5 * ((t * t).sum(-1) + t.shape[-1] * LOG_2PI)
 

@@ -35,3 +35,18 @@ def sum_tol(dtype, n_terms, scale):
     """
     eps = np.finfo(dtype).eps
     return (8 + n_terms) * eps * np.asarray(scale, dtype=np.float64) + 1e-300
+
+
+def central_diff(f, a, h=1e-6):
+    """Central finite differences of the scalar f() with respect to every entry of the float64
+    array ``a``, perturbed in place (f must read ``a``)."""
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + h
+        fp = f()
+        a[i] = old - h
+        fm = f()
+        a[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g

@@ -96,3 +96,36 @@ def test_reparameterize_reproducible_and_correct(dtype):
     t, _ = lgm.reparameterize(np.zeros(2, dtype), np.log(np.array([0.25, 4.0], dtype)), 3, n_samples=40000)
     assert np.all(np.abs(t.mean(0)) < 4 * np.sqrt(np.array([0.25, 4.0]) / 40000))
     np.testing.assert_allclose(t.var(0), [0.25, 4.0], rtol=4 * np.sqrt(2 / 40000))
+
+
+def test_bernoulli_grad_matches_reference_and_scipy(dtype, rng):
+    x = (rng.random((3, 40, 30)) < 0.5).astype(dtype)
+    logits = rng.normal(0, 40, (40, 30)).astype(dtype)  # broadcast over the leading axis
+    w = rng.random((3, 40)).astype(dtype)
+    v, dl = lgm.bernoulli_logpmf_grad(x, logits, w)
+    assert v.dtype == dl.dtype == dtype and dl.shape == logits.shape
+    np.testing.assert_array_equal(v, lgm.bernoulli_logpmf(x, logits))
+    rv, rdl = ref.bernoulli_logpmf_grad(x.astype(np.float64), logits.astype(np.float64), w)
+    # oracle: scipy's expit, summed over the broadcast axis
+    odl = (w[..., None] * (x - expit(logits.astype(np.float64)))).sum(0)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(dl, rdl.sum(0), rtol=tol, atol=3 * tol)
+    np.testing.assert_allclose(dl, odl, rtol=tol, atol=3 * tol)
+    assert np.all(np.isfinite(dl))
+    _, ones = lgm.bernoulli_logpmf_grad(x[0], logits)
+    np.testing.assert_allclose(ones, x[0] - expit(logits.astype(np.float64)), rtol=tol, atol=tol)
+
+
+def test_bernoulli_grad_finite_differences(rng):
+    x = rng.random((5, 7))
+    logits = rng.normal(0, 3, (5, 7))
+    w = rng.random(5)
+    _, dl = lgm.bernoulli_logpmf_grad(x, logits, w)
+    h = 1e-6
+    fd = np.empty_like(logits)
+    for i in np.ndindex(logits.shape):
+        lp, lm = logits.copy(), logits.copy()
+        lp[i] += h
+        lm[i] -= h
+        fd[i] = ((w * lgm.bernoulli_logpmf(x, lp)).sum() - (w * lgm.bernoulli_logpmf(x, lm)).sum()) / (2 * h)
+    np.testing.assert_allclose(dl, fd, rtol=1e-7, atol=1e-8)  # FD roundoff: |sum| 1e-16 / h

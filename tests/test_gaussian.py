@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 import lgm
 from lgm import reference as ref
 
-from conftest import sum_tol
+from conftest import sum_tol, central_diff
 
 
 def _scale(x, mu, lv):
@@ -106,22 +106,6 @@ def test_larger_than_one_chunk(rng):
 
 
 # ------------------------------------------------------------------------------------- gradient
-def _fd(f, a, h=1e-6):
-    """Central finite differences of scalar f at array a (float64)."""
-    g = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
 def test_gradient_matches_finite_differences_float64(rng):
     x = rng.standard_normal((3, 4, 5))
     mu = rng.standard_normal((4, 5))  # broadcast over the first axis: its gradient is summed
@@ -131,7 +115,7 @@ def test_gradient_matches_finite_differences_float64(rng):
     f = lambda: float((w * lgm.diag_gaussian_logpdf(x, mu, lv)).sum())  # noqa: E731
     for name, arr, g in (("x", x, res.dx), ("mu", mu, res.dmu), ("logvar", lv, res.dlogvar)):
         assert g.shape == arr.shape, name
-        fd = _fd(f, arr)
+        fd = central_diff(f, arr)
         rel = np.abs(g - fd).max() / np.abs(fd).max()
         assert rel < 1e-6, (name, rel)
     np.testing.assert_allclose(res.value, lgm.diag_gaussian_logpdf(x, mu, lv), rtol=1e-13)

@@ -177,6 +177,25 @@ def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
 
 
 @_jit()
+def bernoulli_logpmf_grad(out_r, dl_rd, x_rd, l_rd, w_r, lead, rs):
+    """Value and d/dlogits = w (x - sigmoid(l)), written to a full (R, D) array."""
+    R = out_r.shape[0]
+    D = x_rd.shape[1]
+    F = x_rd.dtype.type
+    for r in prange(R):
+        ix, il = _rows(r, lead, rs)[:2]
+        w = w_r[r]
+        acc = F(0)
+        for j in range(D):
+            lg = l_rd[il, j]
+            xv = x_rd[ix, j]
+            acc += xv * lg - fsoftplus(lg)
+            # sigmoid(l) = 1 / (1 + e^-l): e^-l overflows to inf for l << 0 and gives 0, exact
+            dl_rd[r, j] = w * (xv - F(1) / (F(1) + fexp(-lg)))
+        out_r[r] = acc
+
+
+@_jit()
 def std_normal_logpdf(out_r, t_rd):
     R, D = t_rd.shape
     F = t_rd.dtype.type

@@ -1,0 +1,492 @@
+"""Layers with hand-written gradients, a flat parameter store and Adam (no autograd framework).
+
+Every layer is a pair, llm.c style: ``forward(x) -> (y, cache)`` and ``backward(dy, cache) -> dx``.
+``backward`` *accumulates* the parameter gradients (``grad += ...``) into buffers that
+:meth:`Params.zero_grad` sets to zero; a layer remembers that its buffer is still zero and then
+writes the first product straight into it (``matmul(..., out=g)``), so accumulation costs nothing
+in the usual one-backward-per-step case.
+
+Images are NHWC (batch, height, width, channels): with channels last, im2col is a set of strided
+slice copies and each convolution is one GEMM whose output is already in layout. Convolutions use
+im2col + GEMM (BLAS on the CPU, cuBLAS through CuPy on the GPU) — measured against direct Numba
+loops, see README ("Neural models").
+
+The same code runs on numpy (CPU) and cupy (GPU) arrays: the array module is taken from the
+input. Parameters live in one contiguous buffer per model (:class:`Params`), each layer's weights
+are views into it, so Adam and zero_grad are one fused pass over one vector.
+
+Weight layouts (and how they map to PyTorch, which the tests use as an oracle):
+Linear W (in, out) = torch ``weight.T``; Conv2d W (kh, kw, C_in, C_out) = torch
+``weight.permute(2, 3, 1, 0)``; ConvTranspose2d W (C_in, kh, kw, C_out) = torch
+``weight.permute(0, 2, 3, 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "Sequential",
+           "Adam", "array_module"]
+
+
+def array_module(a):
+    """numpy or cupy, whichever owns ``a`` (cupy is never imported for numpy input)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+class serial_kernels:
+    """Context: lgm's Numba kernels run on one thread inside it (thread-local, restored on exit).
+
+    The layers' work is GEMMs (BLAS, all cores) between small elementwise kernels. OpenBLAS's
+    workers keep spinning for a while after each call; a parallel Numba region started then
+    fights them for the cores (on 2 cores: 3-7x slower training steps, measured), while the same
+    small kernels on one thread cost little. Used by the models' training and evaluation loops.
+    """
+
+    def __enter__(self):
+        import numba
+
+        self._n = numba.get_num_threads()
+        numba.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self._n)
+        return False
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"expected dtype float32 or float64, got {dtype}")
+    return dtype
+
+
+class Params:
+    """A flat parameter vector and its gradient; layers hold named views into both.
+
+    Built in two phases: layers :meth:`declare` their shapes and initialisers, then :meth:`build`
+    allocates the buffers (numpy, or cupy with ``xp=cupy``) and fills them from ``seed``.
+    """
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = _check_dtype(dtype)
+        self._specs = []  # (name, shape, init)
+        self.data = None
+        self.grad = None
+        self.views = {}
+        self.grads = {}
+        self._fresh = set()  # names whose gradient buffer is still zero since zero_grad
+
+    def declare(self, name, shape, init):
+        if self.data is not None:
+            raise RuntimeError("Params: declare() after build()")
+        if any(n == name for n, _, _ in self._specs):
+            raise ValueError(f"Params: parameter {name!r} declared twice")
+        self._specs.append((name, tuple(int(s) for s in shape), init))
+
+    @property
+    def names(self):
+        return [n for n, _, _ in self._specs]
+
+    @property
+    def size(self):
+        return sum(math.prod(s) for _, s, _ in self._specs)
+
+    def build(self, seed=0, xp=np):
+        rng = np.random.default_rng(seed)
+        host = np.empty(self.size, self.dtype)
+        off = 0
+        for name, shape, init in self._specs:
+            n = math.prod(shape)
+            host[off:off + n] = init(rng, shape).astype(self.dtype, copy=False).ravel()
+            off += n
+        self.data = xp.asarray(host)
+        self.grad = xp.zeros_like(self.data)
+        self._make_views()
+        return self
+
+    def _make_views(self):
+        off = 0
+        for name, shape, _ in self._specs:
+            n = math.prod(shape)
+            self.views[name] = self.data[off:off + n].reshape(shape)
+            self.grads[name] = self.grad[off:off + n].reshape(shape)
+            off += n
+        self._fresh = set(self.views)
+
+    def zero_grad(self):
+        """Start a new gradient. Lazy: every buffer is marked fresh, and the first accumulation
+        into it overwrites; :meth:`finish_grad` zero-fills any buffer that received nothing."""
+        self._fresh = set(self.views)
+
+    def finish_grad(self):
+        """Zero the gradients of parameters that no backward touched since zero_grad."""
+        for name in self._fresh:
+            self.grads[name].fill(0)
+        self._fresh = set()
+
+    def accumulate(self, name, value=None, matmul=None):
+        """grads[name] += value, or += a @ b for ``matmul=(a, b)`` (written in place while the
+        buffer is still zero, so no temporary)."""
+        g = self.grads[name]
+        xp = array_module(g)
+        if matmul is not None:
+            a, b = matmul
+            g = g.reshape(a.shape[0], b.shape[1])  # a view: the buffers are contiguous
+        if name in self._fresh:
+            self._fresh.discard(name)
+            if matmul is not None:
+                xp.matmul(a, b, out=g)
+            else:
+                g[...] = value
+        elif matmul is not None:
+            g += a @ b
+        else:
+            g += value
+
+    def state(self):
+        """Named host copies of the parameters (for .npz files)."""
+        return {n: _to_host(v) for n, v in self.views.items()}
+
+    def load_state(self, state):
+        for name, shape, _ in self._specs:
+            if name not in state:
+                raise ValueError(f"Params: parameter {name!r} missing from the saved state")
+            v = np.asarray(state[name])
+            if v.shape != shape:
+                raise ValueError(f"Params: expected {name!r} of shape {shape}, got {v.shape}")
+            if v.dtype != self.dtype:
+                raise TypeError(f"Params: expected {name!r} of dtype {self.dtype}, got {v.dtype}")
+            self.views[name][...] = array_module(self.data).asarray(v)
+
+    def to(self, xp):
+        """Move the buffers to numpy or cupy (views are rebuilt)."""
+        self.data = xp.asarray(_to_host(self.data) if xp is np else self.data)
+        self.grad = xp.zeros_like(self.data)
+        self._make_views()
+        return self
+
+
+def _to_host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+# --- initialisers (PyTorch's defaults, so both start from the same distribution) ---------------
+def _uniform(bound):
+    return lambda rng, shape: rng.uniform(-bound, bound, shape)
+
+
+class Layer:
+    """Base: ``forward(x) -> (y, cache)``, ``backward(dy, cache) -> dx``."""
+
+    params: Params = None
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy, cache, need_dx=True):
+        """Accumulate parameter gradients; return d loss / d x (None when not need_dx)."""
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)[0]
+
+
+def _bias_act(y2, b, relu):
+    """y2 (M, N) <- act(y2 + b) in place (act: ReLU when ``relu``, else identity)."""
+    if isinstance(y2, np.ndarray):
+        from ._cpu.nn import bias_act
+
+        bias_act(y2, b, relu)
+    else:
+        y2 += b
+        if relu:
+            array_module(y2).maximum(y2, 0, out=y2)
+
+
+def _act_bias_backward(dy2, y2, relu):
+    """(dy2 masked by y2 > 0 when ``relu``, bias gradient dy2.sum(0)); dy2 is modified in place
+    (it is the step's own temporary)."""
+    if isinstance(dy2, np.ndarray):
+        from ._cpu.nn import act_bias_backward
+
+        if not (dy2.flags.c_contiguous and dy2.flags.writeable):
+            dy2 = np.ascontiguousarray(dy2).copy()
+        return dy2, act_bias_backward(dy2, y2 if relu else dy2, relu)
+    if relu:
+        dy2 = array_module(dy2).where(y2 > 0, dy2, dy2.dtype.type(0))
+    return dy2, dy2.sum(axis=0)
+
+
+class Linear(Layer):
+    """y = x W + b with W of shape (n_in, n_out) (then ReLU, fused, with ``relu=True``).
+    PyTorch's default initialisation."""
+
+    def __init__(self, params, name, n_in, n_out, relu=False):
+        self.params, self.name, self.n_in, self.n_out = params, name, n_in, n_out
+        self.relu = relu
+        bound = 1.0 / math.sqrt(n_in)
+        params.declare(name + ".W", (n_in, n_out), _uniform(bound))
+        params.declare(name + ".b", (n_out,), _uniform(bound))
+
+    def forward(self, x):  # x: (N, n_in) -> y: (N, n_out)
+        p = self.params.views
+        y = x @ p[self.name + ".W"]
+        _bias_act(y, p[self.name + ".b"], self.relu)
+        return y, (x, y if self.relu else None)
+
+    def backward(self, dy, cache, need_dx=True):  # dy: (N, n_out)
+        x, y = cache
+        P = self.params
+        dy, db = _act_bias_backward(dy, y, self.relu)
+        P.accumulate(self.name + ".W", matmul=(x.T, dy))
+        P.accumulate(self.name + ".b", db)
+        return dy @ P.views[self.name + ".W"].T if need_dx else None
+
+
+class ReLU(Layer):
+    """max(x, 0). ``inplace=True`` overwrites x (safe after Linear/Conv layers, whose caches hold
+    their inputs, not their outputs)."""
+
+    def __init__(self, inplace=False):
+        self.inplace = inplace
+
+    def forward(self, x):
+        xp = array_module(x)
+        y = xp.maximum(x, 0, out=x if self.inplace else None)
+        return y, y
+
+    def backward(self, dy, y, need_dx=True):
+        xp = array_module(dy)
+        if xp is np and dy.flags.c_contiguous and dy.flags.writeable:
+            from ._cpu.nn import relu_backward
+
+            relu_backward(dy.reshape(-1), y.reshape(-1))  # dy is this step's own temporary
+            return dy
+        return xp.where(y > 0, dy, dy.dtype.type(0))
+
+
+class Reshape(Layer):
+    """Reshape the non-batch axes, e.g. (N, 3136) <-> (N, 7, 7, 64)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + self.shape), x.shape
+
+    def backward(self, dy, in_shape, need_dx=True):
+        return dy.reshape(in_shape)
+
+
+def _out_size(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def im2col(x, k, s, p, Ho, Wo):
+    """(B, H, W, C) -> (B, Ho, Wo, k, k, C) patches with zero padding ``p`` (Numba on numpy
+    arrays; k*k strided slice copies otherwise)."""
+    if isinstance(x, np.ndarray):
+        from ._cpu.nn import im2col as kernel
+
+        B, H, W, C = x.shape
+        cols = np.empty((B, Ho, Wo, k, k, C), x.dtype)
+        kernel(cols, np.ascontiguousarray(x), s, p)
+        return cols
+    return im2col_slices(x, k, s, p, Ho, Wo)
+
+
+def im2col_slices(x, k, s, p, Ho, Wo):
+    """Array-module im2col (any xp): the specification the Numba kernel is tested against."""
+    xp = array_module(x)
+    B, H, W, C = x.shape
+    if p:
+        xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), x.dtype)
+        xpad[:, p:p + H, p:p + W] = x
+    else:
+        xpad = x
+    cols = xp.empty((B, Ho, Wo, k, k, C), x.dtype)
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j, :] = xpad[:, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s, :]
+    return cols
+
+
+def col2im(cols, H, W, s, p):
+    """Adjoint of :func:`im2col`: scatter-add (B, Ho, Wo, k, k, C) patches into (B, H, W, C)."""
+    if isinstance(cols, np.ndarray):
+        from ._cpu.nn import col2im as kernel
+
+        B, Ho, Wo, k, _, C = cols.shape
+        out = np.empty((B, H, W, C), cols.dtype)
+        kernel(out, np.ascontiguousarray(cols), s, p)
+        return out
+    return col2im_slices(cols, H, W, s, p)
+
+
+def col2im_slices(cols, H, W, s, p):
+    """Array-module col2im (any xp): k*k strided slice adds into a padded buffer, then crop."""
+    xp = array_module(cols)
+    B, Ho, Wo, k, _, C = cols.shape
+    out = xp.zeros((B, H + 2 * p, W + 2 * p, C), cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[:, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s, :] += cols[:, :, :, i, j, :]
+    return xp.ascontiguousarray(out[:, p:p + H, p:p + W]) if p else out
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation, as PyTorch), NHWC, square kernel k, stride s, padding p.
+    Forward: cols (B·Ho·Wo, k·k·C_in) @ W (k·k·C_in, C_out)."""
+
+    def __init__(self, params, name, c_in, c_out, k, stride=1, padding=0, relu=False):
+        self.params, self.name, self.relu = params, name, relu
+        self.c_in, self.c_out, self.k, self.s, self.p = c_in, c_out, k, stride, padding
+        bound = 1.0 / math.sqrt(c_in * k * k)
+        params.declare(name + ".W", (k, k, c_in, c_out), _uniform(bound))
+        params.declare(name + ".b", (c_out,), _uniform(bound))
+
+    def forward(self, x):  # x: (B, H, W, C_in)
+        B, H, W, C = x.shape
+        if C != self.c_in:
+            raise ValueError(f"{self.name}: expected {self.c_in} input channels, got {C}")
+        Ho, Wo = _out_size(H, self.k, self.s, self.p), _out_size(W, self.k, self.s, self.p)
+        cols = im2col(x, self.k, self.s, self.p, Ho, Wo).reshape(B * Ho * Wo, -1)
+        p = self.params.views
+        y = cols @ p[self.name + ".W"].reshape(-1, self.c_out)  # (B·Ho·Wo, C_out)
+        _bias_act(y, p[self.name + ".b"], self.relu)
+        return y.reshape(B, Ho, Wo, self.c_out), (cols, x.shape, y if self.relu else None)
+
+    def backward(self, dy, cache, need_dx=True):
+        cols, (B, H, W, C), y = cache
+        Ho, Wo = dy.shape[1:3]
+        P, n = self.params, self.name
+        dy2, db = _act_bias_backward(dy.reshape(-1, self.c_out), y, self.relu)
+        P.accumulate(n + ".W", matmul=(cols.T, dy2))
+        P.accumulate(n + ".b", db)
+        if not need_dx:
+            return None
+        dcols = dy2 @ P.views[n + ".W"].reshape(-1, self.c_out).T
+        return col2im(dcols.reshape(B, Ho, Wo, self.k, self.k, C), H, W, self.s, self.p)
+
+
+class ConvTranspose2d(Layer):
+    """Transposed convolution (the adjoint of Conv2d in its input), NHWC, as PyTorch's
+    ConvTranspose2d: H_out = (H - 1) s - 2 p + k. Forward: x (B·H·W, C_in) @ W (C_in, k·k·C_out),
+    then col2im."""
+
+    def __init__(self, params, name, c_in, c_out, k, stride=1, padding=0, relu=False):
+        self.params, self.name, self.relu = params, name, relu
+        self.c_in, self.c_out, self.k, self.s, self.p = c_in, c_out, k, stride, padding
+        bound = 1.0 / math.sqrt(c_out * k * k)  # torch: fan_in of weight (C_in, C_out, k, k) is C_out k k
+        params.declare(name + ".W", (c_in, k, k, c_out), _uniform(bound))
+        params.declare(name + ".b", (c_out,), _uniform(bound))
+
+    def forward(self, x):  # x: (B, H, W, C_in)
+        B, H, W, C = x.shape
+        if C != self.c_in:
+            raise ValueError(f"{self.name}: expected {self.c_in} input channels, got {C}")
+        k, s, p = self.k, self.s, self.p
+        Ho, Wo = (H - 1) * s - 2 * p + k, (W - 1) * s - 2 * p + k
+        x2 = x.reshape(B * H * W, C)
+        cols = x2 @ self.params.views[self.name + ".W"].reshape(C, -1)  # (B·H·W, k·k·C_out)
+        y = col2im(cols.reshape(B, H, W, k, k, self.c_out), Ho, Wo, s, p)
+        _bias_act(y.reshape(-1, self.c_out), self.params.views[self.name + ".b"], self.relu)
+        return y, (x2, y if self.relu else None)
+
+    def backward(self, dy, cache, need_dx=True):
+        x2, y = cache
+        B, Ho, Wo, Co = dy.shape
+        P, n, k = self.params, self.name, self.k
+        dy2, db = _act_bias_backward(dy.reshape(-1, Co), None if y is None else y.reshape(-1, Co),
+                                     self.relu)
+        dy = dy2.reshape(B, Ho, Wo, Co)
+        H, W = (Ho + 2 * self.p - k) // self.s + 1, (Wo + 2 * self.p - k) // self.s + 1
+        dcols = im2col(dy, k, self.s, self.p, H, W).reshape(B * H * W, -1)  # (B·H·W, k·k·C_out)
+        P.accumulate(n + ".W", matmul=(x2.T, dcols))
+        P.accumulate(n + ".b", db)
+        if not need_dx:
+            return None
+        dx = dcols @ P.views[n + ".W"].reshape(self.c_in, -1).T
+        return dx.reshape(B, H, W, self.c_in)
+
+
+class Sequential(Layer):
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        caches = []
+        for layer in self.layers:
+            x, c = layer.forward(x)
+            caches.append(c)
+        return x, caches
+
+    def backward(self, dy, caches, need_dx=True):
+        n = len(self.layers)
+        for i in range(n - 1, -1, -1):
+            dy = self.layers[i].backward(dy, caches[i], need_dx=need_dx or i > 0)
+        return dy
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015, Algorithm 1) on a :class:`Params` flat vector, one fused pass.
+
+    Bias corrections are folded into the step size as in the paper's final paragraph of Sec. 2
+    (and PyTorch): ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = params, float(lr), betas, float(eps)
+        xp = array_module(params.data)
+        self.m = xp.zeros_like(params.data)
+        self.v = xp.zeros_like(params.data)
+        self.t = 0
+
+    def step(self):
+        self.params.finish_grad()
+        self.t += 1
+        b1, b2 = self.betas
+        c1 = 1.0 - b1 ** self.t
+        c2 = 1.0 - b2 ** self.t
+        P = self.params
+        if isinstance(P.data, np.ndarray):
+            from ._cpu.nn import adam_step
+
+            with serial_kernels():  # runs right after the backward's GEMMs (see serial_kernels)
+                adam_step(P.data, self.m, self.v, P.grad, self.lr, b1, b2, self.eps, c1, c2)
+        else:
+            _adam_xp(P.data, self.m, self.v, P.grad, self.lr, b1, b2, self.eps, c1, c2)
+
+    def state(self):
+        return {"m": _to_host(self.m), "v": _to_host(self.v), "t": np.int64(self.t)}
+
+    def load_state(self, st):
+        xp = array_module(self.m)
+        for k in ("m", "v"):
+            a = np.asarray(st[k])
+            if a.shape != self.m.shape or a.dtype != self.m.dtype:
+                raise ValueError(f"Adam: expected {k} of shape {self.m.shape} and dtype "
+                                 f"{self.m.dtype}, got {a.shape} {a.dtype}")
+        self.m[...] = xp.asarray(st["m"])
+        self.v[...] = xp.asarray(st["v"])
+        self.t = int(st["t"])
+
+
+def _adam_xp(p, m, v, g, lr, b1, b2, eps, c1, c2):
+    """Array-module Adam (any xp): the specification of the fused kernels."""
+    F = p.dtype.type
+    m *= F(b1)
+    m += F(1 - b1) * g
+    v *= F(b2)
+    v += F(1 - b2) * g * g
+    p -= F(lr / c1) * m / (array_module(p).sqrt(v / F(c2)) + F(eps))

@@ -1,5 +1,13 @@
 """The ``lgm`` command.
 
+    lgm demo [--quick] [--out DIR]
+        The main job: PPCA/FA, a VAE and the E-step strategies on the embedded MNIST-5k; writes
+        DIR/report.md and PNG pictures (never over an earlier report).
+    lgm estep-bench [--experiments ppca,mnist] [--budget S] [--seeds N] [--out DIR]
+        E-step strategies side by side under equal time budgets (table + plot).
+    lgm fit DATA --model {ppca,fa,vae-mlp,vae-conv} [--strategy ...] [--out model.npz]
+    lgm score DATA --model-file model.npz [--samples K] [--out scores.csv]
+        Fit a model to your own data (.npy, .npz, .csv, MNIST IDX) and score data with it.
     lgm bench [--quick] [--threads 1,2] [--dtypes float32,float64] [--no-compile] [--out FILE]
         Kernel benchmarks against numpy/scipy/torch in one run (tables as Markdown).
     lgm info
@@ -71,6 +79,65 @@ def cmd_info(args):
     return 0
 
 
+def cmd_demo(args):
+    from lgm.demo import demo
+
+    demo(out=args.out, quick=args.quick)
+    return 0
+
+
+def cmd_estep_bench(args):
+    from lgm.demo import estep_bench
+
+    estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
+                seeds=tuple(range(args.seeds)))
+    return 0
+
+
+def _bar(desc):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None, None
+    bar = tqdm(desc=desc, unit="step", file=sys.stderr)
+
+    def progress(n, loss):
+        bar.update(n)
+        if bar.n % 20 == 0:
+            bar.set_postfix_str(f"loss {loss:.2f}")
+
+    return bar, progress
+
+
+def cmd_fit(args):
+    from lgm import fitting
+
+    shape = None
+    if args.image_shape:
+        try:
+            shape = tuple(int(v) for v in args.image_shape.split(","))
+        except ValueError:
+            raise fitting.UsageError(f"--image-shape: expected H,W,C, got {args.image_shape!r}") from None
+    bar, progress = _bar("fit")
+    try:
+        fitting.fit(args.data, model=args.model, out=args.out, components=args.components,
+                    strategy=args.strategy, likelihood=args.likelihood, epochs=args.epochs,
+                    image_shape=shape, scale=args.scale, binarize=args.binarize, key=args.key,
+                    seed=args.seed, force=args.force, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0
+
+
+def cmd_score(args):
+    from lgm import fitting
+
+    fitting.score(args.data, args.model_file, n_samples=args.samples, key=args.key, out=args.out,
+                  seed=args.seed, force=args.force)
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="lgm", description="latent Gaussian models: kernels and benchmarks")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -84,8 +151,50 @@ def main(argv=None):
     b.set_defaults(fn=cmd_bench)
     i = sub.add_parser("info", help="versions, vector width, GPU backend")
     i.set_defaults(fn=cmd_info)
+    d = sub.add_parser("demo", help="the main job on the embedded MNIST-5k: models, E-step "
+                                    "comparison, report with pictures")
+    d.add_argument("--quick", action="store_true", help="about 1 minute instead of about 5")
+    d.add_argument("--out", default="lgm-report", help="report folder (a new one if it exists)")
+    d.set_defaults(fn=cmd_demo)
+    e = sub.add_parser("estep-bench", help="E-step strategies under equal time budgets")
+    e.add_argument("--experiments", type=lambda v: _csv("experiments", v, ("ppca", "mnist")),
+                   default=["ppca", "mnist"])
+    e.add_argument("--budget", type=float, help="training seconds per strategy (default 5 ppca, 30 mnist)")
+    e.add_argument("--seeds", type=int, default=3, help="repeated runs (the spread)")
+    e.add_argument("--out", default="lgm-estep-bench")
+    e.set_defaults(fn=cmd_estep_bench)
+    f = sub.add_parser("fit", help="fit a model to a data file (.npy, .npz, .csv, MNIST IDX)")
+    f.add_argument("data")
+    f.add_argument("--model", default="ppca", choices=("ppca", "fa", "vae-mlp", "vae-conv"))
+    f.add_argument("--strategy", help="exact (ppca, fa); amortized, iwae, mcmc or meanfield (VAE)")
+    f.add_argument("--components", type=int, default=16, help="latent dimensions")
+    f.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "gaussian"))
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--image-shape", help="H,W,C for --model vae-conv (default: square, 1 channel)")
+    f.add_argument("--scale", type=float, help="divide the data by this (e.g. 255)")
+    f.add_argument("--binarize", action="store_true", help="threshold at 0.5 (after --scale)")
+    f.add_argument("--key", help="array name inside an .npz with several")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", default="model.npz")
+    f.add_argument("--force", action="store_true", help="replace an existing --out file")
+    f.set_defaults(fn=cmd_fit)
+    s = sub.add_parser("score", help="log-likelihood of each row of a data file under a saved model")
+    s.add_argument("data")
+    s.add_argument("--model-file", required=True)
+    s.add_argument("--samples", type=int, default=1000, help="importance samples K (VAE)")
+    s.add_argument("--key")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="write per-row scores (CSV)")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_score)
     args = p.parse_args(argv)
-    return args.fn(args)
+    from lgm.fitting import UsageError
+
+    try:
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"lgm {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import math
 
 import numpy as np
 
-__all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "Sequential",
-           "Adam", "array_module"]
+__all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "ConstantLogvar",
+           "Sequential", "Adam", "array_module", "serial_kernels"]
 
 
 def array_module(a):
@@ -85,6 +85,7 @@ class Params:
         self.views = {}
         self.grads = {}
         self._fresh = set()  # names whose gradient buffer is still zero since zero_grad
+        self._frozen = False
 
     def declare(self, name, shape, init):
         if self.data is not None:
@@ -134,9 +135,26 @@ class Params:
             self.grads[name].fill(0)
         self._fresh = set()
 
+    def frozen(self, on=True):
+        """Context in which backward passes skip the parameter gradients (they only carry the
+        input gradient through), e.g. for gradients in the latent variables."""
+        P = self
+
+        class _Frozen:
+            def __enter__(self):
+                self.old, P._frozen = P._frozen, on
+
+            def __exit__(self, *exc):
+                P._frozen = self.old
+                return False
+
+        return _Frozen()
+
     def accumulate(self, name, value=None, matmul=None):
         """grads[name] += value, or += a @ b for ``matmul=(a, b)`` (written in place while the
-        buffer is still zero, so no temporary)."""
+        buffer is still zero, so no temporary). Nothing inside :meth:`frozen`."""
+        if self._frozen:
+            return
         g = self.grads[name]
         xp = array_module(g)
         if matmul is not None:
@@ -418,6 +436,29 @@ class ConvTranspose2d(Layer):
             return None
         dx = dcols @ P.views[n + ".W"].reshape(self.c_in, -1).T
         return dx.reshape(B, H, W, self.c_in)
+
+
+class ConstantLogvar(Layer):
+    """Decoder head with a learned log-variance that does not depend on the input: (N, D) means
+    -> (N, D, 2) [mean, log-variance], the log-variance one parameter per feature
+    (``shared=False``: factor analysis) or one for all (``shared=True``: PPCA)."""
+
+    def __init__(self, params, name, D, shared=False, init=0.0):
+        self.params, self.name, self.D, self.shared = params, name, D, shared
+        params.declare(name, (1,) if shared else (D,), lambda rng, shape: np.full(shape, init))
+
+    def forward(self, mu):
+        xp = array_module(mu)
+        y = xp.empty(mu.shape + (2,), mu.dtype)
+        y[..., 0] = mu
+        y[..., 1] = self.params.views[self.name]
+        return y.reshape(mu.shape[0], -1), mu.shape
+
+    def backward(self, dy, shape, need_dx=True):
+        dy = dy.reshape(shape + (2,))
+        g = dy[..., 1].sum(axis=0)
+        self.params.accumulate(self.name, g.sum(keepdims=True) if self.shared else g)
+        return array_module(dy).ascontiguousarray(dy[..., 0]) if need_dx else None
 
 
 class Sequential(Layer):

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import ops
 from .io import load_npz, pack_json, save_npz_atomic, unpack_json
-from .nn import (Adam, Conv2d, ConvTranspose2d, Linear, Params, Reshape, Sequential,
+from .nn import (Adam, ConstantLogvar, Conv2d, ConvTranspose2d, Linear, Params, Reshape, Sequential,
                  array_module, serial_kernels)
 
 __all__ = ["VAE", "mlp_vae", "conv_vae", "linear_vae", "train", "load_model"]
@@ -185,8 +185,40 @@ class VAE:
         # a float on the CPU; a 0-d device array on the GPU (no synchronisation per step)
         return float(loss) if xp is np else loss
 
+    def decoder_grad(self, x, t, a, params=True):
+        """log p(x_b | t_sb) of shape (S, B) and the gradient of sum_sb a_sb log p(x_b | t_sb)
+        with respect to t, shape (S, B, d); the gradient with respect to the decoder's
+        parameters is accumulated too unless ``params=False``. The building block of the
+        E-step strategies (Langevin moves, per-point variational updates, M-steps)."""
+        S, B, d = t.shape
+        out, dc = self.decode(t.reshape(S * B, d))
+        lp, g = self._loglik_grad(x, out, a)
+        with serial_kernels(), self.params.frozen(not params):
+            dt = self._decode_backward(g, dc)
+        return lp, dt.reshape(S, B, d)
+
+    def exact_log_likelihood(self, x):
+        """log p(x) in closed form for a linear decoder (``linear_vae``): N(b, W^T W + diag psi)."""
+        if self.spec["kind"] != "linear":
+            raise ValueError("exact_log_likelihood: only a linear decoder has a closed form")
+        from .lowrank import lowrank_gaussian_logpdf
+
+        W, b, psi = self.linear_decoder()
+        return lowrank_gaussian_logpdf(x, b, W, psi)
+
+    def linear_decoder(self):
+        """(W (D, d), mean (D,), psi (D,)) of a linear decoder, as host arrays."""
+        from .nn import _to_host
+
+        v = self.params.views
+        W = _to_host(v["dec.W"]).T.copy()
+        b = _to_host(v["dec.b"]).copy()
+        c = _to_host(v["dec.logvar"]).astype(np.float64)
+        psi = np.exp(np.logaddexp(c, self.log_var_floor)) * np.ones(self.D)
+        return W, b, psi.astype(self.dtype)
+
     def log_likelihood(self, x, n_samples=1000, batch_size=100, max_rows=8192, seed=0,
-                       callback=None):
+                       callback=None, proposal=None):
         """Importance-sampling estimate of log p(x) per row, with q(t | x) from the encoder as the
         proposal: logsumexp over K = ``n_samples`` draws of log w, minus log K (IWAE_K, a lower
         bound in expectation that tightens as K grows).
@@ -194,15 +226,26 @@ class VAE:
         Memory stays bounded: rows are taken ``batch_size`` at a time and samples in chunks of
         ``max_rows // batch_size`` (so at most ``max_rows`` decoder rows live at once); the chunks
         are merged by an online logsumexp. Returns an array (N,) in the data's dtype.
+
+        ``proposal=(mu_t, logvar_t)``, arrays (N, d), replaces the encoder (e.g. a per-point
+        Gaussian fitted by mean-field VI or moment-matched to MCMC samples).
         """
         fname = "log_likelihood"
         xp = self._check_x(x, fname)
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
+        if proposal is not None:
+            mu_p, lv_p = proposal
+            for n, a in (("proposal mean", mu_p), ("proposal logvar", lv_p)):
+                if getattr(a, "shape", None) != (x.shape[0], self.latent_dim) or a.dtype != x.dtype:
+                    raise ValueError(f"{fname}: expected {n} of shape {(x.shape[0], self.latent_dim)} "
+                                     f"and dtype {x.dtype}, got {getattr(a, 'shape', None)} "
+                                     f"{getattr(a, 'dtype', None)}")
         with serial_kernels():
-            return self._log_likelihood(x, xp, n_samples, batch_size, max_rows, seed, callback)
+            return self._log_likelihood(x, xp, n_samples, batch_size, max_rows, seed, callback,
+                                        proposal)
 
-    def _log_likelihood(self, x, xp, n_samples, batch_size, max_rows, seed, callback):
+    def _log_likelihood(self, x, xp, n_samples, batch_size, max_rows, seed, callback, proposal):
         rng = np.random.default_rng(seed)
         N, d = x.shape[0], self.latent_dim
         out = xp.empty(N, x.dtype)
@@ -211,7 +254,10 @@ class VAE:
             xb = x[i:i + batch_size]
             B = xb.shape[0]
             chunk = max(1, max_rows // B)
-            mu_t, lv_t, _ = self.encode(xb)
+            if proposal is None:
+                mu_t, lv_t, _ = self.encode(xb)
+            else:
+                mu_t, lv_t = proposal[0][i:i + B], proposal[1][i:i + B]
             mu_t, lv_t = xp.ascontiguousarray(mu_t), xp.ascontiguousarray(lv_t)
             lse = xp.full(B, -np.inf, x.dtype)
             for k0 in range(0, n_samples, chunk):
@@ -264,10 +310,11 @@ class VAE:
         return self.encode(x)[0]
 
     # --- files --------------------------------------------------------------------------------
-    def save(self, path):
-        """Write the model (architecture and parameters) to an .npz file, atomically, no pickle."""
+    def save(self, path, extra=None):
+        """Write the model (architecture and parameters, plus ``extra`` arrays) to an .npz file,
+        atomically, no pickle."""
         arrays = {"param/" + k: v for k, v in self.params.state().items()}
-        return save_npz_atomic(path, spec=pack_json(self.spec), **arrays)
+        return save_npz_atomic(path, spec=pack_json(self.spec), **arrays, **(extra or {}))
 
 
 def _spec(kind, likelihood, latent_dim, dtype, var_floor, seed, **kw):
@@ -291,11 +338,13 @@ def mlp_vae(D=784, hidden=400, latent_dim=20, likelihood="bernoulli", dtype=np.f
     return _build(spec)
 
 
-def linear_vae(D, latent_dim, dtype=np.float64, var_floor=1e-300, seed=0):
-    """Linear Gaussian decoder p(x | t) = N(W t + b, diag e^c) with a linear encoder: PPCA/FA
-    fitted by amortized inference. Decoder weights: ``dec.W`` (d, 2D) and ``dec.b`` (2D,),
-    columns interleaved (2j: mean of x_j, 2j+1: its log-variance before the floor)."""
-    spec = _spec("linear", "gaussian", latent_dim, dtype, var_floor, seed, D=int(D))
+def linear_vae(D, latent_dim, dtype=np.float64, var_floor=1e-300, seed=0, isotropic=False):
+    """Linear Gaussian decoder p(x | t) = N(W^T t + b, diag e^c), c constant in t (one value
+    with ``isotropic=True``: PPCA; one per feature: factor analysis), with a linear encoder.
+    Decoder parameters: ``dec.W`` (d, D), ``dec.b`` (D,), ``dec.logvar`` (1,) or (D,) (before
+    the variance floor). Its exact log-likelihood is :meth:`VAE.exact_log_likelihood`."""
+    spec = _spec("linear", "gaussian", latent_dim, dtype, var_floor, seed, D=int(D),
+                 isotropic=bool(isotropic))
     return _build(spec)
 
 
@@ -328,7 +377,8 @@ def _build(spec):
     elif spec["kind"] == "linear":
         D = spec["D"]
         enc = Sequential(Linear(P, "enc", D, 2 * d))
-        dec = Sequential(Linear(P, "dec", d, 2 * D))
+        dec = Sequential(Linear(P, "dec", d, D),
+                         ConstantLogvar(P, "dec.logvar", D, shared=spec.get("isotropic", False)))
         enc_in, C = (D,), 2
     elif spec["kind"] == "conv":
         H, W, Ci = spec["image_shape"]

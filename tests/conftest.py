@@ -50,3 +50,23 @@ def central_diff(f, a, h=1e-6):
         a[i] = old
         g[i] = (fp - fm) / (2 * h)
     return g
+
+
+def ppca_decoder(D, q, sigma2, seed=0, scales=(2.0, 1.2)):
+    """A linear VAE (lgm.vae.linear_vae) whose decoder is a PPCA model with orthogonal columns
+    W (so the exact posterior is diagonal). Returns (model, W, mu, (post_mean_fn, post_var))
+    with the posterior (Bishop 2006, 12.42): M = W^T W + s2 I, mean M^-1 W^T (x - mu), covariance
+    s2 M^-1."""
+    from lgm.vae import linear_vae
+
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((D, q)))
+    W = U * np.array(scales)[:q]
+    mu = rng.standard_normal(D)
+    m = linear_vae(D, q, isotropic=True)
+    v = m.params.views
+    v["dec.W"][...] = W.T
+    v["dec.b"][...] = mu
+    v["dec.logvar"][...] = np.log(sigma2)
+    Mdiag = (W * W).sum(0) + sigma2
+    return m, W, mu, Mdiag

@@ -12,12 +12,14 @@ from lgm import lowrank_gaussian_logpdf, nn
 from lgm.io import load_npz
 from lgm.vae import conv_vae, linear_vae, load_model, mlp_vae, train
 
-from conftest import central_diff
+from conftest import central_diff, ppca_decoder
 
 FD_TOL = 1e-6
 
 
 def _small(kind, lik, dtype=np.float64, seed=0):
+    if kind in ("linear", "fa"):
+        return linear_vae(12, 3, dtype=dtype, seed=seed, isotropic=kind == "linear")
     if kind == "mlp":
         return mlp_vae(D=12, hidden=7, latent_dim=3, likelihood=lik, dtype=dtype, seed=seed)
     return conv_vae((8, 8, 1), latent_dim=3, likelihood=lik, dtype=dtype, channels=(3, 4), seed=seed)
@@ -28,8 +30,8 @@ def _data(model, n, lik, seed=0, dtype=np.float64):
     return ((x > 0.5) if lik == "bernoulli" else x).astype(dtype)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "conv"])
-@pytest.mark.parametrize("lik", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("kind,lik", [("mlp", "bernoulli"), ("mlp", "gaussian"), ("conv", "bernoulli"),
+                                      ("conv", "gaussian"), ("linear", "gaussian"), ("fa", "gaussian")])
 @pytest.mark.parametrize("objective,S", [("elbo", 2), ("iwae", 3)])
 def test_objective_gradient_matches_finite_differences(kind, lik, objective, S):
     m = _small(kind, lik)
@@ -106,19 +108,7 @@ def test_objective_matches_torch_autograd(kind, lik, objective):
 def _ppca_vae(D=6, q=2, sigma2=0.3, seed=0, perturb=0.0):
     """A linear VAE whose decoder is a PPCA model with orthogonal W (so the exact posterior is
     diagonal) and whose encoder returns that posterior (times 1 + perturb)."""
-    rng = np.random.default_rng(seed)
-    U, _ = np.linalg.qr(rng.standard_normal((D, q)))
-    W = U * np.array([2.0, 1.2])[:q]
-    mu = rng.standard_normal(D)
-    m = linear_vae(D, q)
-    Wd, bd = m.params.views["dec.W"], m.params.views["dec.b"]
-    Wd[...] = 0
-    Wd[:, 0::2] = W.T  # mean columns
-    bd[0::2] = mu
-    bd[1::2] = np.log(sigma2)  # constant log-variance
-    # exact posterior (Bishop 12.42): M = W^T W + s2 I (diagonal here), mean M^-1 W^T (x - mu),
-    # covariance s2 M^-1
-    Mdiag = (W * W).sum(0) + sigma2
+    m, W, mu, Mdiag = ppca_decoder(D, q, sigma2, seed)
     A = (W / Mdiag).T * (1 + perturb)  # (q, D)
     We, be = m.params.views["enc.W"], m.params.views["enc.b"]
     We[:, :q] = A.T
@@ -133,6 +123,7 @@ def test_iwae_on_ppca_equals_the_exact_log_likelihood():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2000, 2)) @ W.T + mu + np.sqrt(s2) * rng.standard_normal((2000, 6))
     exact = lowrank_gaussian_logpdf(x, mu, W, s2)
+    np.testing.assert_allclose(m.exact_log_likelihood(x), exact, rtol=1e-12)
     # with q = the exact posterior every importance weight equals p(x): exact for any K
     np.testing.assert_allclose(m.log_likelihood(x, n_samples=3), exact, rtol=1e-12, atol=1e-10)
     # the ELBO with closed-form KL is exact in expectation only (KL(q || posterior) = 0): its

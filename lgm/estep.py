@@ -1,0 +1,392 @@
+"""E-step strategies for the continuous mixture p(x | w) = ∫ p(x | t, w) N(t | 0, I) dt, behind one
+interface, and a harness that runs them side by side under equal time budgets.
+
+Every strategy does, per iteration on a minibatch: an E-step (whatever stands in for p(t | x, w))
+and an M-step (an Adam step on the decoder parameters w along (1/S) sum_s a_s d log p(x, t_s | w),
+the weights a_s being what the E-step produced) — except ``exact``, whose E- and M-step are the
+closed-form EM of a linear-Gaussian model. All log-densities and their gradients come from the
+fused kernels through :meth:`lgm.vae.VAE.decoder_grad`.
+
+================  =================================================================================
+``exact``         Linear decoders only: the posterior is Gaussian; full-batch EM (Tipping & Bishop
+                  1999, App. B), the same update as :class:`lgm.PPCA` / :class:`lgm.FactorAnalysis`.
+``mcmc``          MCMC-EM: MALA (Roberts & Tweedie 1996) on log p(x, t | w) with persistent chains
+                  per data point (warm starts across iterations), M chains per point, per-point
+                  step sizes adapted towards acceptance 0.574 (Roberts & Rosenthal 1998),
+                  log eps += 0.5 (rate - 0.574) after every move, throughout (adaptive MCMC:
+                  standard in MCMC-EM, where the target moves with w anyway).
+                  Memory: N x M x d chain states + N step sizes.
+``meanfield``     Variational EM with a Gaussian q_i(t) = N(m_i, diag s_i²) per data point, kept
+                  across iterations, a few reparameterised Adam steps on each point's ELBO per
+                  E-step. Memory grows with N: 6 x N x d numbers (m, log s², Adam moments).
+``amortized``     An encoder q(t | x) (the VAE): one joint ELBO step updates encoder and decoder.
+``iwae``          The importance-weighted bound with K samples (encoder as proposal).
+================  =================================================================================
+
+Held-out evaluation uses each strategy's best proposal: the encoder (amortized, iwae), a q_i
+fitted on the test points with the decoder fixed (meanfield), a Gaussian moment-matched to chains
+run on the test points (mcmc); for linear decoders the exact log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .nn import Adam, array_module
+
+__all__ = ["STRATEGIES", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized", "IWAE",
+           "RunResult", "run_strategy", "heldout_loglik"]
+
+STRATEGIES = ("exact", "mcmc", "meanfield", "amortized", "iwae")
+
+
+class Strategy:
+    """Interface. ``setup(model, X)`` once, then ``iteration(model, X, idx)`` per minibatch
+    (returns the minibatch objective, nats per point, lower is better), ``proposal(model, X)``
+    for held-out evaluation, ``state_bytes()`` for the memory the strategy keeps."""
+
+    name = ""
+    full_batch = False
+
+    def __init__(self, lr=1e-3, seed=0):
+        self.lr, self.seed = lr, seed
+        self.rng = np.random.default_rng(seed)
+
+    def setup(self, model, X):
+        self.rng = np.random.default_rng(self.seed)
+        self.opt = Adam(model.params, lr=self.lr)
+
+    def iteration(self, model, X, idx):
+        raise NotImplementedError
+
+    def proposal(self, model, X):
+        return None  # the encoder
+
+    def state_bytes(self):
+        return 0
+
+    def stats(self):
+        return {}
+
+    def _m_step(self, model, x, t):
+        """Adam step on the decoder along the mean over samples and points of d log p(x | t)."""
+        S, B = t.shape[:2]
+        xp = array_module(x)
+        model.params.zero_grad()
+        lp, _ = model.decoder_grad(x, t, xp.full((S, B), -1.0 / (S * B), x.dtype), params=True)
+        self.opt.step()
+        return lp
+
+
+class Exact(Strategy):
+    """Closed-form EM for a linear decoder (``lgm.vae.linear_vae``), full batch."""
+
+    name = "exact"
+    full_batch = True
+
+    def setup(self, model, X):
+        if model.spec["kind"] != "linear":
+            raise ValueError("exact E-step: only a linear decoder has a Gaussian posterior")
+        from .linear import _Stats
+
+        super().setup(model, X)
+        self.st = _Stats(np.asarray(X, np.float64))
+
+    def iteration(self, model, X, idx):
+        from .linear import _em_step
+
+        W, _, psi = model.linear_decoder()
+        W1, psi1, ll = _em_step(self.st, W.astype(np.float64), psi.astype(np.float64))
+        if model.spec.get("isotropic"):
+            psi1 = np.full_like(psi1, psi1.mean())
+        psi1 = np.maximum(psi1, 1e-12)
+        v = model.params.views
+        xp = array_module(v["dec.W"])
+        v["dec.W"][...] = xp.asarray(W1.T.astype(model.dtype))
+        v["dec.b"][...] = xp.asarray(self.st.mean.astype(model.dtype))
+        # invert the variance floor: logvar = log(psi - floor) (the floor is negligible here)
+        c = np.log(np.maximum(psi1 - math.exp(model.log_var_floor), 1e-300))
+        v["dec.logvar"][...] = xp.asarray(c[: v["dec.logvar"].size].astype(model.dtype))
+        return -ll
+
+
+class Amortized(Strategy):
+    """The VAE step: one reparameterised ELBO gradient for encoder and decoder together."""
+
+    name = "amortized"
+
+    def iteration(self, model, X, idx):
+        model.params.zero_grad()
+        loss = model.loss_and_grad(X[idx], self.rng, "elbo", 1)
+        self.opt.step()
+        return float(loss)
+
+
+class IWAE(Strategy):
+    name = "iwae"
+
+    def __init__(self, lr=1e-3, seed=0, K=5):
+        super().__init__(lr, seed)
+        self.K = K
+
+    def iteration(self, model, X, idx):
+        model.params.zero_grad()
+        loss = model.loss_and_grad(X[idx], self.rng, "iwae", self.K)
+        self.opt.step()
+        return float(loss)
+
+
+class MCMC(Strategy):
+    """MALA with persistent per-point chains and per-point adapted step sizes."""
+
+    name = "mcmc"
+    TARGET = 0.574
+
+    def __init__(self, lr=1e-3, seed=0, n_chains=2, n_steps=3, adapt=0.5, eval_burn=60,
+                 eval_collect=40):
+        super().__init__(lr, seed)
+        self.M, self.n_steps, self.adapt = n_chains, n_steps, adapt
+        self.eval_burn, self.eval_collect = eval_burn, eval_collect
+
+    def setup(self, model, X):
+        super().setup(model, X)
+        self.chains, self.log_eps = self._init_state(model, X.shape[0])
+        self.acc_sum, self.acc_n = 0.0, 0
+
+    def _init_state(self, model, N):
+        xp = array_module(model.params.data)
+        d = model.latent_dim
+        chains = xp.asarray(self.rng.standard_normal((self.M, N, d)).astype(model.dtype))
+        log_eps = xp.full(N, -math.log(d) / 6, model.dtype)  # MALA scaling: eps ~ d^(-1/6)
+        return chains, log_eps
+
+    def _log_joint(self, model, x, t):
+        """log p(x, t) (S, B) and its gradient in t (S, B, d), decoder parameters untouched."""
+        xp = array_module(x)
+        S, B, _ = t.shape
+        lp, dt = model.decoder_grad(x, t, xp.ones((S, B), x.dtype), params=False)
+        return lp - 0.5 * (t * t).sum(-1), dt - t
+
+    def _mala(self, model, x, t, log_eps, n_steps, adapt=True):
+        """n_steps MALA moves of the chains t (M, B, d); returns (t, log_eps, acceptance rate)."""
+        xp = array_module(x)
+        F = x.dtype.type
+        lj, g = self._log_joint(model, x, t)
+        acc_tot = 0.0
+        for _ in range(n_steps):
+            eps = xp.exp(log_eps)[None, :, None]  # 1, B, 1
+            h = F(0.5) * eps * eps
+            noise = xp.asarray(self.rng.standard_normal(t.shape).astype(x.dtype))
+            t1 = t + h * g + eps * noise
+            lj1, g1 = self._log_joint(model, x, t1)
+            fwd = ((t1 - t - h * g) ** 2).sum(-1)
+            bwd = ((t - t1 - h * g1) ** 2).sum(-1)
+            log_alpha = lj1 - lj + (fwd - bwd) / (F(4) * h[..., 0])
+            u = xp.asarray(self.rng.random(log_alpha.shape).astype(x.dtype))
+            with np.errstate(invalid="ignore"):
+                accept = xp.log(u) < log_alpha  # NaN proposals are rejected
+            t = xp.where(accept[..., None], t1, t)
+            g = xp.where(accept[..., None], g1, g)
+            lj = xp.where(accept, lj1, lj)
+            rate = accept.mean(axis=0)  # B
+            if adapt:
+                log_eps = log_eps + F(self.adapt) * (rate.astype(x.dtype) - F(self.TARGET))
+            acc_tot += float(rate.mean())
+        return t, log_eps, acc_tot / max(n_steps, 1)
+
+    def iteration(self, model, X, idx):
+        x = X[idx]
+        t, le, acc = self._mala(model, x, self.chains[:, idx], self.log_eps[idx], self.n_steps)
+        self.chains[:, idx] = t
+        self.log_eps[idx] = le
+        self.acc_sum += acc
+        self.acc_n += 1
+        lp = self._m_step(model, x, t)
+        return -float(lp.mean())  # minus the mean log p(x | t) at the chains' states
+
+    def proposal(self, model, X, batch=500, inflate=2.0):
+        """Chains run on X with the decoder fixed (``eval_burn`` adapting moves, then
+        ``eval_collect`` collected); a diagonal Gaussian moment-matched to their samples
+        (variance inflated by ``inflate`` so the proposal covers the posterior's tails)."""
+        xp = array_module(X)
+        n_burn, n_collect = self.eval_burn, self.eval_collect
+        mus, lvs = [], []
+        for i in range(0, X.shape[0], batch):
+            x = X[i:i + batch]
+            t, le = self._init_state(model, x.shape[0])
+            t, le, _ = self._mala(model, x, t, le, n_burn)
+            s1 = xp.zeros_like(t[0])
+            s2 = xp.zeros_like(t[0])
+            for _ in range(n_collect):
+                t, le, _ = self._mala(model, x, t, le, 1)
+                s1 += t.sum(0)
+                s2 += (t * t).sum(0)
+            n = n_collect * self.M
+            mu = s1 / n
+            var = xp.maximum(s2 / n - mu * mu, 1e-6)
+            mus.append(mu)
+            lvs.append(xp.log(inflate * var).astype(X.dtype))
+        return xp.concatenate(mus), xp.concatenate(lvs)
+
+    def state_bytes(self):
+        return int(self.chains.nbytes + self.log_eps.nbytes)
+
+    def stats(self):
+        return {"acceptance": self.acc_sum / max(self.acc_n, 1)}
+
+
+class MeanField(Strategy):
+    """Per-point Gaussian q_i, updated by a few reparameterised Adam steps per E-step."""
+
+    name = "meanfield"
+
+    def __init__(self, lr=1e-3, seed=0, n_inner=3, n_samples=1, q_lr=0.05, eval_steps=100):
+        super().__init__(lr, seed)
+        self.n_inner, self.S, self.q_lr, self.eval_steps = n_inner, n_samples, q_lr, eval_steps
+
+    def setup(self, model, X):
+        super().setup(model, X)
+        self.q = self._init_q(model, X.shape[0])
+
+    @staticmethod
+    def _init_q(model, N):
+        xp = array_module(model.params.data)
+        d = model.latent_dim
+        z = lambda: xp.zeros((N, d), model.dtype)  # noqa: E731
+        return {"m": z(), "lv": z(), "m1": z(), "m2": z(), "v1": z(), "v2": z(),
+                "t": xp.zeros(N, model.dtype)}
+
+    def _update(self, model, x, q, idx, n_steps):
+        """n_steps Adam steps on each point's negative ELBO in (m_i, logvar_i)."""
+        xp = array_module(x)
+        F = x.dtype.type
+        b1, b2, eps = F(0.9), F(0.999), F(1e-8)
+        m, lv = q["m"][idx], q["lv"][idx]
+        m1, m2, v1, v2, tt = q["m1"][idx], q["m2"][idx], q["v1"][idx], q["v2"][idx], q["t"][idx]
+        S, B = self.S, x.shape[0]
+        for _ in range(n_steps):
+            noise = xp.asarray(self.rng.standard_normal((S, B, model.latent_dim)).astype(x.dtype))
+            sd = xp.exp(F(0.5) * lv)
+            t = m + sd * noise
+            _, dt = model.decoder_grad(x, t, xp.full((S, B), F(-1.0 / S), x.dtype), params=False)
+            gm = dt.sum(0) + m  # + d KL / dm (Kingma & Welling 2014, App. B)
+            gl = (dt * noise).sum(0) * (F(0.5) * sd) + F(0.5) * (xp.exp(lv) - F(1))
+            tt = tt + F(1)
+            c1, c2 = F(1) - b1 ** tt[:, None], F(1) - b2 ** tt[:, None]
+            m1 = b1 * m1 + (F(1) - b1) * gm
+            v1 = b2 * v1 + (F(1) - b2) * gm * gm
+            m2 = b1 * m2 + (F(1) - b1) * gl
+            v2 = b2 * v2 + (F(1) - b2) * gl * gl
+            m = m - F(self.q_lr) * (m1 / c1) / (xp.sqrt(v1 / c2) + eps)
+            lv = lv - F(self.q_lr) * (m2 / c1) / (xp.sqrt(v2 / c2) + eps)
+        for k, v in (("m", m), ("lv", lv), ("m1", m1), ("m2", m2), ("v1", v1), ("v2", v2), ("t", tt)):
+            q[k][idx] = v
+        return m, lv
+
+    def iteration(self, model, X, idx):
+        x = X[idx]
+        xp = array_module(x)
+        m, lv = self._update(model, x, self.q, idx, self.n_inner)
+        noise = xp.asarray(self.rng.standard_normal((self.S,) + m.shape).astype(x.dtype))
+        t = m + xp.exp(x.dtype.type(0.5) * lv) * noise
+        lp = self._m_step(model, x, t)
+        kl = 0.5 * (xp.exp(lv) + m * m - 1 - lv).sum(-1)
+        return float((kl - lp.mean(0)).mean())  # minus the per-point ELBO
+
+    def proposal(self, model, X, batch=500):
+        """Per-point Gaussians fitted to X with the decoder fixed (``eval_steps`` Adam steps)."""
+        xp = array_module(X)
+        n_steps = self.eval_steps
+        q = self._init_q(model, X.shape[0])
+        for i in range(0, X.shape[0], batch):
+            idx = xp.arange(i, min(i + batch, X.shape[0]))
+            self._update(model, X[idx], q, idx, n_steps)
+        return q["m"], q["lv"]
+
+    def state_bytes(self):
+        return int(sum(v.nbytes for v in self.q.values()))
+
+
+_CLASSES = {"exact": Exact, "mcmc": MCMC, "meanfield": MeanField, "amortized": Amortized,
+            "iwae": IWAE}
+
+
+def make_strategy(name, **kw):
+    """A strategy by name; keyword arguments a strategy does not take are ignored (so one set of
+    options can be passed to all)."""
+    if name not in _CLASSES:
+        raise ValueError(f"expected a strategy in {STRATEGIES}, got {name!r}")
+    import inspect
+
+    cls = _CLASSES[name]
+    params = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in kw.items() if k in params})
+
+
+# --- evaluation and the harness -------------------------------------------------------------------
+def heldout_loglik(model, strategy, X_test, K=1000, seed=0):
+    """Mean held-out log-likelihood per point: exact for linear decoders, else importance sampling
+    with K samples from the strategy's best proposal."""
+    if model.spec["kind"] == "linear":
+        return float(np.mean(model.exact_log_likelihood(X_test)))
+    prop = strategy.proposal(model, X_test)
+    ll = model.log_likelihood(X_test, n_samples=K, seed=seed, proposal=prop)
+    return float(ll.mean())
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    seed: int
+    times: list = field(default_factory=list)  # training seconds at each evaluation
+    heldout: list = field(default_factory=list)  # held-out log-likelihood (K = K_curve)
+    final: float = float("nan")  # held-out log-likelihood at the end (K = K_final)
+    iterations: int = 0
+    train_seconds: float = 0.0
+    state_bytes: int = 0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def ms_per_iteration(self):
+        return 1e3 * self.train_seconds / max(self.iterations, 1)
+
+
+def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, K_curve=100, K_final=1000,
+                 batch_size=128, lr=1e-3, seed=0, strategy_kw=None, callback=None):
+    """Train ``model`` with strategy ``name`` for ``budget_s`` seconds of training time (the
+    evaluations are not counted), evaluating the held-out log-likelihood ``n_evals`` times on a
+    geometric time grid and once more at the end with ``K_final`` samples."""
+    strat = make_strategy(name, lr=lr, seed=seed, **(strategy_kw or {}))
+    strat.setup(model, X_train)
+    res = RunResult(name, seed)
+    N = X_train.shape[0]
+    rng = np.random.default_rng(seed + 1000)
+    grid = [budget_s * 2.0 ** (k - n_evals + 1) for k in range(n_evals)]
+    trained, perm, pos = 0.0, rng.permutation(N), 0
+    for target in grid:
+        while trained < target:
+            if strat.full_batch:
+                idx = None
+            else:
+                if pos + batch_size > N:
+                    perm, pos = rng.permutation(N), 0
+                idx = perm[pos:pos + batch_size]
+                pos += batch_size
+            t0 = time.perf_counter()
+            strat.iteration(model, X_train, idx)
+            trained += time.perf_counter() - t0
+            res.iterations += 1
+        res.times.append(trained)
+        res.heldout.append(heldout_loglik(model, strat, X_test, K=K_curve, seed=seed))
+        if callback is not None:
+            callback(name, trained, res.heldout[-1])
+    res.train_seconds = trained
+    res.final = (res.heldout[-1] if model.spec["kind"] == "linear"
+                 else heldout_loglik(model, strat, X_test, K=K_final, seed=seed))
+    res.state_bytes = strat.state_bytes()
+    res.stats = strat.stats()
+    return res

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _launch
 
-_SOURCES = ("diag_gaussian", "bernoulli", "latent", "logsumexp", "importance")
+_SOURCES = ("diag_gaussian", "bernoulli", "latent", "logsumexp", "importance", "conv")
 _modules: dict = {}
 _how: dict = {}
 
@@ -76,6 +76,7 @@ def kernel_names():
         "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
         "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
         "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
+        "conv": ["im2col", "col2im"],
     }
     suffixes = ("_f32_v4", "_f32_v1", "_f64_v2", "_f64_v1")
     return {src: [k + s for k in ks for s in suffixes] for src, ks in per.items()}
@@ -218,3 +219,22 @@ def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, le
     _launch_rows("importance", "importance_log_weights_bernoulli", R, out_r.dtype, vw,
                  (out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D), np.int32(K), L, S, k))
 
+
+def _launch_flat(src, base, n, dtype, args):
+    fn = _fn(src, base, dtype, 1)
+    grid = int(min(max(1, -(-n // _launch.THREADS)), 32 * _sms()))
+    fn((grid,), (_launch.THREADS,), args)
+
+
+def im2col(cols, x, s, p):
+    B, Ho, Wo, k, _, C = cols.shape
+    H, W = x.shape[1], x.shape[2]
+    _launch_flat("conv", "im2col", cols.size, cols.dtype,
+                 (cols, x, *(np.int32(v) for v in (B, H, W, C, Ho, Wo, k, s, p))))
+
+
+def col2im(out, cols, s, p):
+    B, Ho, Wo, k, _, C = cols.shape
+    H, W = out.shape[1], out.shape[2]
+    _launch_flat("conv", "col2im", out.size, out.dtype,
+                 (out, cols, *(np.int32(v) for v in (B, H, W, C, Ho, Wo, k, s, p))))

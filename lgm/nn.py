@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from . import ops
+
 __all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "ConstantLogvar",
            "Sequential", "Adam", "array_module", "serial_kernels"]
 
@@ -311,16 +313,12 @@ def _out_size(n, k, s, p):
 
 
 def im2col(x, k, s, p, Ho, Wo):
-    """(B, H, W, C) -> (B, Ho, Wo, k, k, C) patches with zero padding ``p`` (Numba on numpy
-    arrays; k*k strided slice copies otherwise)."""
-    if isinstance(x, np.ndarray):
-        from ._cpu.nn import im2col as kernel
-
-        B, H, W, C = x.shape
-        cols = np.empty((B, Ho, Wo, k, k, C), x.dtype)
-        kernel(cols, np.ascontiguousarray(x), s, p)
-        return cols
-    return im2col_slices(x, k, s, p, Ho, Wo)
+    """(B, H, W, C) -> (B, Ho, Wo, k, k, C) patches with zero padding ``p`` (the fused kernels:
+    Numba on numpy arrays, CUDA on cupy arrays; see :func:`lgm.ops.im2col`)."""
+    cols = ops.im2col(x, k, s, p)
+    if cols.shape[1:3] != (Ho, Wo):
+        raise ValueError(f"im2col: expected output {Ho}x{Wo}, got {cols.shape[1:3]}")
+    return cols
 
 
 def im2col_slices(x, k, s, p, Ho, Wo):
@@ -341,14 +339,7 @@ def im2col_slices(x, k, s, p, Ho, Wo):
 
 def col2im(cols, H, W, s, p):
     """Adjoint of :func:`im2col`: scatter-add (B, Ho, Wo, k, k, C) patches into (B, H, W, C)."""
-    if isinstance(cols, np.ndarray):
-        from ._cpu.nn import col2im as kernel
-
-        B, Ho, Wo, k, _, C = cols.shape
-        out = np.empty((B, H, W, C), cols.dtype)
-        kernel(out, np.ascontiguousarray(cols), s, p)
-        return out
-    return col2im_slices(cols, H, W, s, p)
+    return ops.col2im(cols, H, W, s, p)
 
 
 def col2im_slices(cols, H, W, s, p):

@@ -421,3 +421,57 @@ def reparameterize(mu, logvar, rng, n_samples=None):
         k.reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
                          eps.reshape(-1, ops.D), ops2.lead_arr, ops2.rstride)
     return t, eps
+
+
+# --- convolution data movement (used by lgm.nn's Conv2d and ConvTranspose2d) ---------------------
+def _conv_ints(fname, **v):
+    for n, a in v.items():
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < (1 if n != "padding" else 0):
+            raise ValueError(f"{fname}: expected {n} to be a {'non-negative' if n == 'padding' else 'positive'} "
+                             f"int, got {a!r}")
+
+
+def im2col(x, k, stride=1, padding=0):
+    """Patches of NHWC images for a convolution as one GEMM.
+
+    Parameters
+    ----------
+    x : array (B, H, W, C), float32 or float64.
+    k, stride, padding : kernel size, stride, zero padding.
+
+    Returns
+    -------
+    cols : array (B, Ho, Wo, k, k, C), Ho = (H + 2 padding - k) // stride + 1: cols[b, i, j, u, v]
+    = x[b, i stride + u - padding, j stride + v - padding] (0 outside the image).
+    """
+    fname = "im2col"
+    mod, dtype, a = check_floats(fname, x=x)
+    x = a["x"]
+    _conv_ints(fname, k=k, stride=stride, padding=padding)
+    if x.ndim != 4:
+        raise ValueError(f"{fname}: expected x of shape (B, H, W, C), got {x.shape}")
+    xp, kern = _backend(fname, mod)
+    B, H, W, C = x.shape
+    Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{fname}: kernel {k} with padding {padding} does not fit images {H}x{W}")
+    cols = xp.empty((B, Ho, Wo, k, k, C), dtype)
+    if cols.size:
+        kern.im2col(cols, xp.ascontiguousarray(x), stride, padding)
+    return cols
+
+
+def col2im(cols, H, W, stride=1, padding=0):
+    """The adjoint of :func:`im2col`: scatter-add patches (B, Ho, Wo, k, k, C) back into images
+    (B, H, W, C) (what padding covers is dropped)."""
+    fname = "col2im"
+    mod, dtype, a = check_floats(fname, cols=cols)
+    cols = a["cols"]
+    _conv_ints(fname, H=H, W=W, stride=stride, padding=padding)
+    if cols.ndim != 6 or cols.shape[3] != cols.shape[4]:
+        raise ValueError(f"{fname}: expected cols of shape (B, Ho, Wo, k, k, C), got {cols.shape}")
+    xp, kern = _backend(fname, mod)
+    out = xp.empty((cols.shape[0], H, W, cols.shape[5]), dtype)
+    if out.size:
+        kern.col2im(out, xp.ascontiguousarray(cols), stride, padding)
+    return out

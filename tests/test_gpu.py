@@ -197,3 +197,19 @@ def test_vae_float32_trains_on_gpu():
     assert ll.dtype == np.float32 and bool(cupy.isfinite(ll).all())
     with pytest.raises(TypeError, match="numpy array but the model"):
         m.log_likelihood(cupy.asnumpy(x[:10]))
+
+
+@pytest.mark.parametrize("k,s,p,H,C", [(4, 2, 1, 28, 1), (4, 2, 1, 14, 32), (3, 1, 1, 9, 5), (3, 2, 0, 7, 3)])
+def test_im2col_col2im_vs_cpu(dtype, k, s, p, H, C):
+    from lgm import nn, ops
+
+    rng = np.random.default_rng(k + s + H)
+    x = rng.standard_normal((3, H, H + 1, C)).astype(dtype)
+    cols = ops.im2col(x, k, s, p)
+    g = ops.im2col(cupy.asarray(x), k, s, p)
+    np.testing.assert_array_equal(cupy.asnumpy(g), cols)
+    np.testing.assert_array_equal(cupy.asnumpy(nn.im2col_slices(cupy.asarray(x), k, s, p, *cols.shape[1:3])), cols)
+    back = ops.col2im(cols, H, H + 1, s, p)
+    gb = ops.col2im(g, H, H + 1, s, p)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(cupy.asnumpy(gb), back, rtol=tol, atol=tol)

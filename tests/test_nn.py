@@ -231,3 +231,19 @@ def test_params_errors():
     conv.params.build()
     with pytest.raises(ValueError, match="input channels"):
         conv.forward(np.zeros((1, 5, 5, 2), np.float32))
+
+
+def test_im2col_col2im_bad_input():
+    from lgm import ops
+
+    x = np.zeros((1, 5, 5, 2), np.float32)
+    with pytest.raises(ValueError, match="shape \\(B, H, W, C\\)"):
+        ops.im2col(x[0], 3)
+    with pytest.raises(ValueError, match="positive int"):
+        ops.im2col(x, 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        ops.im2col(x, 9)
+    with pytest.raises(TypeError):
+        ops.im2col(x.astype(np.int32), 3)
+    with pytest.raises(ValueError, match="cols of shape"):
+        ops.col2im(np.zeros((1, 2, 2, 3, 2, 1), np.float32), 4, 4)

@@ -375,3 +375,55 @@ def read3(a_rd, b_rd, c_rd, out_r):
         for j in range(D):
             s += a_rd[r, j] + b_rd[r, j] + c_rd[r, j]
         out_r[r] = s
+
+
+# --- convolution data movement (NHWC). Serial on purpose: they run between BLAS calls, whose
+# worker threads are still spinning on the other cores; a parallel Numba region there contends
+# with them (measured on 2 cores: MLP VAE steps 7x slower, conv 2.4x). With OMP_WAIT_POLICY=passive
+# the parallel versions win (conv VAE +20 %), but that policy slows the memory-bound kernels by
+# 15-20 % and cannot be scoped to one call, so lgm leaves it alone. Inner loops copy contiguous
+# runs of C values.
+@njit(cache=True, nogil=True)
+def im2col(cols, x, s, p):
+    """cols (B, Ho, Wo, k, k, C) <- patches of x (B, H, W, C) with implicit zero padding p."""
+    B, Ho, Wo, k, _, C = cols.shape
+    H, W = x.shape[1], x.shape[2]
+    F = cols.dtype.type
+    for b in range(B):
+        for i in range(Ho):
+            for j in range(Wo):
+                for u in range(k):
+                    r = i * s + u - p
+                    for v in range(k):
+                        q = j * s + v - p
+                        dst = cols[b, i, j, u, v]
+                        if 0 <= r < H and 0 <= q < W:
+                            src = x[b, r, q]
+                            for c in range(C):
+                                dst[c] = src[c]
+                        else:
+                            for c in range(C):
+                                dst[c] = F(0)
+
+
+@njit(cache=True, nogil=True)
+def col2im(out, cols, s, p):
+    """out (B, H, W, C) = scatter-add of cols (B, Ho, Wo, k, k, C); padding p is cropped."""
+    B, Ho, Wo, k, _, C = cols.shape
+    H, W = out.shape[1], out.shape[2]
+    out[...] = 0
+    for b in range(B):
+        for i in range(Ho):
+            for j in range(Wo):
+                for u in range(k):
+                    r = i * s + u - p
+                    if r < 0 or r >= H:
+                        continue
+                    for v in range(k):
+                        q = j * s + v - p
+                        if q < 0 or q >= W:
+                            continue
+                        src = cols[b, i, j, u, v]
+                        dst = out[b, r, q]
+                        for c in range(C):
+                            dst[c] += src[c]

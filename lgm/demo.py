@@ -222,17 +222,17 @@ def demo(out="lgm-report", quick=False, say=print):
 
     # 3-4. E-step strategies
     say("3/4 E-step strategies on PPCA data (exact held-out log-likelihood)")
-    tab, pic, _ = compare_estep("ppca", budget_s=1.0 if quick else 4.0, n_evals=4 if quick else 6,
+    tab, pic, _ = compare_estep("ppca", budget_s=1.0 if quick else 3.0, n_evals=4 if quick else 6,
                                 out_dir=out, say=say)
     md += ["## 3. E-step strategies on data from a PPCA model", "",
            "The same linear decoder trained by each strategy for the same wall time; its exact "
            "held-out log-likelihood, and the gap to the maximum-likelihood (EM) optimum.", "",
            tab, "", f"![log-likelihood vs time]({pic})", ""]
-    budget = 3.0 if quick else 20.0
+    budget = 3.0 if quick else 15.0
     say(f"4/4 E-step strategies with the conv decoder on {ds.name} ({budget:g} s each)")
     tab, pic, _ = compare_estep("mnist", budget_s=budget, n_evals=2 if quick else 3,
                                 out_dir=out, data=dsb, K_final=100 if quick else 1000,
-                                K_curve=20 if quick else 50, n_test=50 if quick else 200,
+                                K_curve=20 if quick else 50, n_test=50 if quick else 100,
                                 eval_steps=30 if quick else 100, say=say)
     md += ["## 4. E-step strategies with a convolutional decoder", "",
            "Each strategy trains the same conv decoder (and, where it has one, an encoder) for the "

@@ -4,6 +4,7 @@ Every picture is written atomically (to a temporary name, then renamed)."""
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def curves(series, path, title, xlabel, ylabel, hline=None, logx=True):
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

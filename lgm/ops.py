@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._validate import RowOperands, broadcast_lead, check_floats
+from ._validate import RowOperands, array_module, broadcast_lead, check_floats
 
 __all__ = [
     "diag_gaussian_logpdf",
@@ -431,13 +431,14 @@ def _conv_ints(fname, **v):
                              f"int, got {a!r}")
 
 
-def im2col(x, k, stride=1, padding=0):
+def im2col(x, k, stride=1, padding=0, out=None):
     """Patches of NHWC images for a convolution as one GEMM.
 
     Parameters
     ----------
     x : array (B, H, W, C), float32 or float64.
     k, stride, padding : kernel size, stride, zero padding.
+    out : array (B, Ho, Wo, k, k, C) of x's dtype and device, optional — written in place.
 
     Returns
     -------
@@ -455,7 +456,15 @@ def im2col(x, k, stride=1, padding=0):
     Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
     if Ho < 1 or Wo < 1:
         raise ValueError(f"{fname}: kernel {k} with padding {padding} does not fit images {H}x{W}")
-    cols = xp.empty((B, Ho, Wo, k, k, C), dtype)
+    shape = (B, Ho, Wo, k, k, C)
+    if out is None:
+        cols = xp.empty(shape, dtype)
+    else:
+        if (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous
+                or array_module(out) != mod):
+            raise ValueError(f"{fname}: expected out to be a C-contiguous {mod} array of shape "
+                             f"{shape} and dtype {dtype}, got {out.shape} {out.dtype}")
+        cols = out
     if cols.size:
         kern.im2col(cols, xp.ascontiguousarray(x), stride, padding)
     return cols

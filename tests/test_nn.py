@@ -247,3 +247,28 @@ def test_im2col_col2im_bad_input():
         ops.im2col(x.astype(np.int32), 3)
     with pytest.raises(ValueError, match="cols of shape"):
         ops.col2im(np.zeros((1, 2, 2, 3, 2, 1), np.float32), 4, 4)
+
+
+def test_scratch_buffers_do_not_leak_between_calls():
+    """Layers keep transient buffers between calls: an interleaved forward must not change the
+    gradient computed from an earlier cache."""
+    P = nn.Params(np.float64)
+    net = nn.Sequential(nn.Conv2d(P, "c", 2, 3, 4, 2, 1, relu=True), nn.ConvTranspose2d(P, "t", 3, 2, 4, 2, 1))
+    P.build(seed=0)
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 2, 8, 8, 2))
+    G = rng.standard_normal((2, 8, 8, 2))
+    y1, c1 = net.forward(x1.copy())
+    P.zero_grad()
+    dx_ref = net.backward(G.copy(), c1)
+    g_ref = P.grad.copy()
+    y1, c1 = net.forward(x1.copy())
+    net.forward(x2.copy())  # reuses the layers' scratch buffers
+    P.zero_grad()
+    dx = net.backward(G.copy(), c1)
+    np.testing.assert_array_equal(dx, dx_ref)
+    np.testing.assert_array_equal(P.grad, g_ref)
+    from lgm import ops
+
+    with pytest.raises(ValueError, match="expected out"):
+        ops.im2col(x1, 4, 2, 1, out=np.empty((1, 2, 3), np.float64))

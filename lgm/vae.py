@@ -44,9 +44,9 @@ class VAE:
     Build with :func:`mlp_vae` or :func:`conv_vae`; data are rows x of shape (N, D) in [0, 1].
     """
 
-    def __init__(self, spec, encoder, decoder, params, enc_in_shape, D, C):
+    def __init__(self, spec, encoder, decoder, params, enc_in_shape, dec_out_shape, D, C):
         self.spec, self.encoder, self.decoder, self.params = spec, encoder, decoder, params
-        self.enc_in_shape, self.D, self.C = enc_in_shape, D, C
+        self.enc_in_shape, self.dec_out_shape, self.D, self.C = enc_in_shape, dec_out_shape, D, C
         self.latent_dim = int(spec["latent_dim"])
         self.likelihood = spec["likelihood"]
         self.log_var_floor = math.log(spec["var_floor"]) if self.likelihood == "gaussian" else None
@@ -118,10 +118,7 @@ class VAE:
             dy[..., 0] = grads["mu"]
             # d logaddexp(h, c) / dh = sigmoid(h - c)
             dy[..., 1] = grads["logvar"] / (F(1) + xp.exp(F(self.log_var_floor) - h))
-        return self.decoder.backward(dy.reshape(self._dec_out_shape(dy.shape[0])), net_cache)
-
-    def _dec_out_shape(self, N):
-        return (N,) + tuple(self.spec.get("dec_out_shape", (self.D * self.C,)))
+        return self.decoder.backward(dy.reshape((dy.shape[0],) + self.dec_out_shape), net_cache)
 
     def _loglik_grad(self, x, out, weights):
         """log p(x | t) of shape weights.shape and the weighted gradients wrt the decoder outputs."""
@@ -313,9 +310,14 @@ class VAE:
     # --- files --------------------------------------------------------------------------------
     def save(self, path, extra=None):
         """Write the model (architecture and parameters, plus ``extra`` arrays) to an .npz file,
-        atomically, no pickle."""
+        atomically, no pickle. Training checkpoints are such files with the optimiser's state
+        and a ``meta`` document added."""
         arrays = {"param/" + k: v for k, v in self.params.state().items()}
         return save_npz_atomic(path, spec=pack_json(self.spec), **arrays, **(extra or {}))
+
+    def _load_params(self, arrays):
+        """Parameters from the arrays of a file written by :meth:`save`."""
+        self.params.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
 
 
 def _spec(kind, likelihood, latent_dim, dtype, var_floor, seed, **kw):
@@ -373,14 +375,13 @@ def _build(spec):
         D, h = spec["D"], spec["hidden"]
         enc = Sequential(Linear(P, "enc.fc1", D, h, relu=True), Linear(P, "enc.fc2", h, 2 * d))
         dec = Sequential(Linear(P, "dec.fc1", d, h, relu=True), Linear(P, "dec.fc2", h, k * D))
-        enc_in = (D,)
-        C = k
+        enc_in, C, dec_out = (D,), k, (k * D,)
     elif spec["kind"] == "linear":
         D = spec["D"]
         enc = Sequential(Linear(P, "enc", D, 2 * d))
         dec = Sequential(Linear(P, "dec", d, D),
                          ConstantLogvar(P, "dec.logvar", D, shared=spec.get("isotropic", False)))
-        enc_in, C = (D,), 2
+        enc_in, C, dec_out = (D,), 2, (2 * D,)
     elif spec["kind"] == "conv":
         H, W, Ci = spec["image_shape"]
         c1, c2 = spec["channels"]
@@ -393,15 +394,13 @@ def _build(spec):
         dec = Sequential(Linear(P, "dec.fc", d, h4 * w4 * c2, relu=True), Reshape((h4, w4, c2)),
                          ConvTranspose2d(P, "dec.deconv1", c2, c1, 4, 2, 1, relu=True),
                          ConvTranspose2d(P, "dec.deconv2", c1, Ci * k, 4, 2, 1))
-        enc_in = (H, W, Ci)
-        spec = dict(spec, dec_out_shape=[H, W, Ci * k])
-        C = k
-        # channels-last output (N, H, W, Ci·k) read as (N, D, k) needs Ci·k interleaved per pixel;
-        # with Ci > 1 and a Gaussian head the k outputs of one pixel-channel are adjacent
+        # the channels-last output (N, H, W, Ci·k) is read as (N, D, k): the k outputs of one
+        # pixel-channel are adjacent
+        enc_in, C, dec_out = (H, W, Ci), k, (H, W, Ci * k)
     else:
         raise ValueError(f"unknown model kind {spec['kind']!r}")
     P.build(seed=spec["seed"])
-    return VAE(spec, enc, dec, P, enc_in, D, C)
+    return VAE(spec, enc, dec, P, enc_in, dec_out, D, C)
 
 
 def load_model(path):
@@ -409,9 +408,8 @@ def load_model(path):
     arrays = load_npz(path)
     if "spec" not in arrays:
         raise ValueError(f"load_model: {str(path)!r} is not an lgm model file (no 'spec')")
-    spec = unpack_json(arrays["spec"])
-    model = _build({k: v for k, v in spec.items() if k != "dec_out_shape"})
-    model.params.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
+    model = _build(unpack_json(arrays["spec"]))
+    model._load_params(arrays)
     return model
 
 
@@ -443,7 +441,7 @@ def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_s
             meta = unpack_json(st["meta"])
             if meta["spec"] != _json_spec(model.spec):
                 raise ValueError(f"train: checkpoint {str(checkpoint)!r} is for another model")
-            model.params.load_state({k[6:]: v for k, v in st.items() if k.startswith("param/")})
+            model._load_params(st)
             opt.load_state({"m": st["adam/m"], "v": st["adam/v"], "t": st["adam/t"]})
             rng.bit_generator.state = meta["rng"]
             history, epoch0 = list(meta["history"]), int(meta["epoch"])
@@ -473,9 +471,8 @@ def _train_loop(model, X, xp, rng, opt, history, epoch0, epochs, batch_size, obj
             meta = dict(spec=_json_spec(model.spec), rng=rng.bit_generator.state,
                         history=history, epoch=epoch + 1, time=time.time())
             ad = opt.state()
-            save_npz_atomic(checkpoint, meta=pack_json(meta), spec=pack_json(model.spec),
-                            **{"adam/m": ad["m"], "adam/v": ad["v"], "adam/t": ad["t"]},
-                            **{"param/" + k: v for k, v in model.params.state().items()})
+            model.save(checkpoint, extra={"meta": pack_json(meta), "adam/m": ad["m"],
+                                          "adam/v": ad["v"], "adam/t": ad["t"]})
     return history
 
 

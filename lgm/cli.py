@@ -95,15 +95,16 @@ def cmd_estep_bench(args):
 
 
 def _bar(desc):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None, None
-    bar = tqdm(desc=desc, unit="step", file=sys.stderr)
+    """A progress bar (lgm.demo's, a no-op without tqdm) and the callback that advances it."""
+    from lgm.demo import _progress
+
+    bar = _progress(desc=desc, unit="step")
+    steps = [0]
 
     def progress(n, loss):
         bar.update(n)
-        if bar.n % 20 == 0:
+        steps[0] += n
+        if steps[0] % 20 == 0:
             bar.set_postfix_str(f"loss {loss:.2f}")
 
     return bar, progress
@@ -125,8 +126,7 @@ def cmd_fit(args):
                     image_shape=shape, scale=args.scale, binarize=args.binarize, key=args.key,
                     seed=args.seed, force=args.force, progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return 0
 
 

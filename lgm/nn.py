@@ -28,14 +28,16 @@ import math
 import numpy as np
 
 from . import ops
+from ._validate import array_module as _array_module_name
 
 __all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "ConstantLogvar",
            "Sequential", "Adam", "array_module", "serial_kernels"]
 
 
 def array_module(a):
-    """numpy or cupy, whichever owns ``a`` (cupy is never imported for numpy input)."""
-    if type(a).__module__.split(".")[0] == "cupy":
+    """numpy or cupy, whichever owns ``a`` (the rule of lgm._validate.array_module, as a module;
+    cupy is never imported for numpy input)."""
+    if _array_module_name(a) == "cupy":
         import cupy
 
         return cupy
@@ -365,21 +367,34 @@ def col2im_slices(cols, H, W, s, p):
     return xp.ascontiguousarray(out[:, p:p + H, p:p + W]) if p else out
 
 
-class Conv2d(Layer):
+class _Conv(Layer):
+    """What Conv2d and ConvTranspose2d share: sizes, parameters (PyTorch's uniform(±1/sqrt(fan_in))
+    initialisation), the input-channel check."""
+
+    def __init__(self, params, name, c_in, c_out, k, stride, padding, relu, w_shape, fan_in):
+        self.params, self.name, self.relu = params, name, relu
+        self.c_in, self.c_out, self.k, self.s, self.p = c_in, c_out, k, stride, padding
+        bound = 1.0 / math.sqrt(fan_in)
+        params.declare(name + ".W", w_shape, _uniform(bound))
+        params.declare(name + ".b", (c_out,), _uniform(bound))
+
+    def _check_channels(self, x):
+        B, H, W, C = x.shape
+        if C != self.c_in:
+            raise ValueError(f"{self.name}: expected {self.c_in} input channels, got {C}")
+        return B, H, W, C
+
+
+class Conv2d(_Conv):
     """2-D convolution (cross-correlation, as PyTorch), NHWC, square kernel k, stride s, padding p.
     Forward: cols (B·Ho·Wo, k·k·C_in) @ W (k·k·C_in, C_out)."""
 
     def __init__(self, params, name, c_in, c_out, k, stride=1, padding=0, relu=False):
-        self.params, self.name, self.relu = params, name, relu
-        self.c_in, self.c_out, self.k, self.s, self.p = c_in, c_out, k, stride, padding
-        bound = 1.0 / math.sqrt(c_in * k * k)
-        params.declare(name + ".W", (k, k, c_in, c_out), _uniform(bound))
-        params.declare(name + ".b", (c_out,), _uniform(bound))
+        super().__init__(params, name, c_in, c_out, k, stride, padding, relu,
+                         w_shape=(k, k, c_in, c_out), fan_in=c_in * k * k)
 
     def forward(self, x):  # x: (B, H, W, C_in)
-        B, H, W, C = x.shape
-        if C != self.c_in:
-            raise ValueError(f"{self.name}: expected {self.c_in} input channels, got {C}")
+        B, H, W, C = self._check_channels(x)
         Ho, Wo = _out_size(H, self.k, self.s, self.p), _out_size(W, self.k, self.s, self.p)
         cols = im2col(x, self.k, self.s, self.p, Ho, Wo).reshape(B * Ho * Wo, -1)
         p = self.params.views
@@ -402,22 +417,18 @@ class Conv2d(Layer):
         return col2im(dcols.reshape(B, Ho, Wo, self.k, self.k, C), H, W, self.s, self.p)
 
 
-class ConvTranspose2d(Layer):
+class ConvTranspose2d(_Conv):
     """Transposed convolution (the adjoint of Conv2d in its input), NHWC, as PyTorch's
     ConvTranspose2d: H_out = (H - 1) s - 2 p + k. Forward: x (B·H·W, C_in) @ W (C_in, k·k·C_out),
     then col2im."""
 
     def __init__(self, params, name, c_in, c_out, k, stride=1, padding=0, relu=False):
-        self.params, self.name, self.relu = params, name, relu
-        self.c_in, self.c_out, self.k, self.s, self.p = c_in, c_out, k, stride, padding
-        bound = 1.0 / math.sqrt(c_out * k * k)  # torch: fan_in of weight (C_in, C_out, k, k) is C_out k k
-        params.declare(name + ".W", (c_in, k, k, c_out), _uniform(bound))
-        params.declare(name + ".b", (c_out,), _uniform(bound))
+        # torch: the fan-in of a ConvTranspose2d weight (C_in, C_out, k, k) is C_out k k
+        super().__init__(params, name, c_in, c_out, k, stride, padding, relu,
+                         w_shape=(c_in, k, k, c_out), fan_in=c_out * k * k)
 
     def forward(self, x):  # x: (B, H, W, C_in)
-        B, H, W, C = x.shape
-        if C != self.c_in:
-            raise ValueError(f"{self.name}: expected {self.c_in} input channels, got {C}")
+        B, H, W, C = self._check_channels(x)
         k, s, p = self.k, self.s, self.p
         Ho, Wo = (H - 1) * s - 2 * p + k, (W - 1) * s - 2 * p + k
         x2 = x.reshape(B * H * W, C)

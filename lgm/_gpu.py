@@ -22,9 +22,9 @@ from pathlib import Path
 import cupy  # noqa: F401  (ImportError here means: no GPU backend)
 import numpy as np
 
-from . import _launch
+from . import _launch, _lowrank_batched
 
-_SOURCES = ("diag_gaussian", "bernoulli", "latent", "logsumexp", "importance", "conv")
+_SOURCES = ("diag_gaussian", "bernoulli", "latent", "logsumexp", "importance", "conv", "lowrank")
 _modules: dict = {}
 _how: dict = {}
 
@@ -77,6 +77,7 @@ def kernel_names():
         "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
         "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
         "conv": ["im2col", "col2im"],
+        "lowrank": ["lowrank_row_stats"],
     }
     suffixes = ("_f32_v4", "_f32_v1", "_f64_v2", "_f64_v1")
     return {src: [k + s for k in ks for s in suffixes] for src, ks in per.items()}
@@ -238,3 +239,24 @@ def col2im(out, cols, s, p):
     H, W = out.shape[1], out.shape[2]
     _launch_flat("conv", "col2im", out.size, out.dtype,
                  (out, cols, *(np.int32(v) for v in (B, H, W, C, Ho, Wo, k, s, p))))
+
+
+# --- twins of lgm._cpu.lowrank (PPCA, factor analysis) ------------------------------------------
+def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
+    N, D = x_nd.shape
+    _launch_rows("lowrank", "lowrank_row_stats", N, x_nd.dtype, 1,
+                 (quad_n, flags_n, x_nd, mean_d, inv_psi_d, np.int64(N), np.int32(D)))
+
+
+# The per-row q x q systems of rows with missing values: batched matrix products (cuBLAS) and
+# batched Cholesky / inverse (cuSOLVER / cuBLAS), see lgm/_lowrank_batched.py for why.
+def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
+    _lowrank_batched.missing_rows_logpdf(cupy, out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d)
+
+
+def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
+    _lowrank_batched.missing_estep(cupy, ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d)
+
+
+def missing_mstep_stats(A_dqq, c_dq, sxx_d, nd_d, x_nd, ez_nq, sig_nqq):
+    _lowrank_batched.missing_mstep_stats(cupy, A_dqq, c_dq, sxx_d, nd_d, x_nd, ez_nq, sig_nqq)

@@ -7,8 +7,7 @@ Estimators in scikit-learn's conventions (``fit`` returns self, learned attribut
 ``get_params``/``set_params``). The log-likelihood is exact and O(N D q) through the Woodbury
 identity (:func:`lgm.lowrank_gaussian_logpdf`, which also marginalises NaN entries). EM never
 forms a D x D matrix: the E-step needs X Psi^-1 W (N x q) and the M-step X^T E[t] (D x q), two
-BLAS products per iteration; the centring is applied as a rank-one correction, so no centred
-copy of X is made either.
+BLAS products per iteration, taken over blocks of rows (see Precision).
 
 References: Tipping & Bishop (1999), Probabilistic principal component analysis, JRSS B 61(3)
 (closed form: section 3.2; EM: Appendix B); Rubin & Thayer (1982) for the FA EM updates;
@@ -16,11 +15,19 @@ Varadhan & Roland (2008), Simple and globally convergent methods for acceleratin
 convergence of any EM algorithm (SQUAREM), Scand. J. Stat. 35(2).
 
 Precision: parameters and sufficient statistics are float64 whatever X's dtype (they are
-O(D q) and accumulate N terms); X itself is never copied to float64. Outputs of ``transform``,
+O(D q) and accumulate N terms). EM's products over rows are float64 too: each block of rows is
+centred in a float64 copy (a few MB on the CPU, so it stays in cache; larger on the GPU) before
+its two products. In float32 the M-step's X^T E[t] loses enough that the noise update
+psi = (colsq - W . Sxz) / N, a difference of nearly equal terms, has an error of ~1e-4 of
+psi: float32 EM then never met tol and stopped 0.03 (PPCA) to 0.16 (FA) nats/sample short of
+the float64 optimum on a 4000 x 64 test problem (tests/test_linear.py). Outputs of ``transform``,
 ``score_samples``, ``sample`` and ``inverse_transform`` take X's dtype (float64 for ``sample``).
 
-Not yet here (issue #5 continues): fitting with missing values (``score_samples`` already takes
-them), dask arrays, the threadpoolctl pinning of BLAS threads, and the benchmark tables.
+Devices: X may be a numpy array, a dask array (chunk by chunk, see _DaskStats) or a cupy array
+(the GPU): the data stay on the device, the products over rows run in cuBLAS and the per-row
+kernels in CUDA (lgm._gpu), while the parameters and the O(D q) / O(q^2) algebra (factorisations,
+SQUAREM) stay on the host as float64 numpy arrays. A model fitted on one device scores data on
+either.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from .lowrank import lowrank_gaussian_logpdf, woodbury_factor
+from ._validate import array_module
+from .lowrank import backend, lowrank_gaussian_logpdf, to_host, woodbury_factor
 
 __all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning"]
 
@@ -48,13 +56,21 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at max_iter before the log-likelihood gain fell below tol."""
 
 
+def _col_sumsq(X):
+    """sum_n x_nd^2 per column, float64, on the host (no float64 copy of X on the CPU; a
+    transient one on the GPU)."""
+    if array_module(X) == "numpy":
+        return np.einsum("nd,nd->d", X, X, dtype=np.float64)
+    return to_host((X.astype(np.float64) ** 2).sum(axis=0))
+
+
 class _MeanOnly:
-    """What the closed form needs from a numpy X: the data and their mean (one pass)."""
+    """What the closed form needs from a numpy or cupy X: the data and their mean (one pass)."""
 
     def __init__(self, X):
         self.X = X
         self.N, self.D = X.shape
-        self.mean = X.mean(axis=0, dtype=np.float64)
+        self.mean = to_host(X.mean(axis=0, dtype=np.float64))
 
 
 class _Stats:
@@ -64,12 +80,15 @@ class _Stats:
     def __init__(self, X):
         self.X = X
         self.N, self.D = X.shape
-        self.mean = X.mean(axis=0, dtype=np.float64)  # D
-        sq = np.einsum("nd,nd->d", X, X, dtype=np.float64)  # D
+        self.mean = to_host(X.mean(axis=0, dtype=np.float64))  # D
+        sq = _col_sumsq(X)  # D
         self.colsq = np.maximum(sq - self.N * self.mean**2, 0.0)  # sum_n (x_nd - mean_d)^2
+        self._buf = None
 
     def partials(self, Wp, Minv):
-        return _chunk_partials(self.X, self.mean, Wp, Minv)
+        if self._buf is None:
+            self._buf = _block_buffer(self.X)
+        return _chunk_partials(self.X, self.mean, Wp, Minv, self._buf)
 
 
 def _em_step(st, W, psi):
@@ -91,13 +110,42 @@ def _em_step(st, W, psi):
     return W_new, psi_new, loglik
 
 
-def _chunk_partials(X, mean, Wp, Minv):
-    """Per-block E-step sums for complete data: B = (X - mean) Psi^-1 W (rows b_n), E[t_n] =
-    M^-1 b_n; returns (sum_n (x_n - mean) E[t_n]^T, sum_n E[t_n] E[t_n]^T, sum_n b_n^T M^-1 b_n)."""
-    B = np.asarray(X @ Wp.astype(X.dtype), np.float64) - mean @ Wp  # n, q
-    Ez = B @ Minv  # n, q
-    Sxz = np.asarray(X.T @ Ez.astype(X.dtype), np.float64) - np.outer(mean, Ez.sum(0))
-    return Sxz, Ez.T @ Ez, float(np.einsum("nq,nq->", B, Ez))
+# Rows per float64 block in the E-step sums: ~2 MB on the CPU (cache-sized), ~128 MB on the GPU
+# (fewer, larger cuBLAS calls).
+_BLOCK_ELEMS = {"numpy": 1 << 18, "cupy": 1 << 24}
+
+
+def _block_buffer(X):
+    """The float64 block that _chunk_partials centres rows into, on X's device."""
+    N, D = X.shape
+    rows = max(1, min(N, _BLOCK_ELEMS[array_module(X)] // max(D, 1)))
+    return backend(X)[0].empty((rows, D), np.float64)
+
+
+def _chunk_partials(X, mean, Wp, Minv, buf=None):
+    """E-step sums for complete data: with B = (X - mean) Psi^-1 W (rows b_n) and E[t_n] =
+    M^-1 b_n, returns (sum_n (x_n - mean) E[t_n]^T, sum_n E[t_n] E[t_n]^T, sum_n b_n^T M^-1 b_n)
+    as host float64 arrays. X is numpy or cupy; the products over rows run on its device, block
+    by block on centred float64 copies (see the module's Precision note) written into ``buf``
+    (from _block_buffer; kept by the caller across iterations: a fresh multi-MB numpy array
+    costs its page faults on every call). mean, Wp, Minv are host arrays."""
+    xp = backend(X)[0]
+    N, D = X.shape
+    q = Wp.shape[1]
+    mean_d, Wp_d, Minv_d = (xp.asarray(a, np.float64) for a in (mean, Wp, Minv))
+    Sxz, Szz, cc = xp.zeros((D, q)), xp.zeros((q, q)), xp.zeros(())
+    if buf is None:
+        buf = _block_buffer(X)
+    step = buf.shape[0]
+    for s in range(0, N, step):
+        blk = X[s:s + step]
+        R = xp.subtract(blk, mean_d, out=buf[:blk.shape[0]])  # block of centred rows, float64
+        B = R @ Wp_d
+        Ez = B @ Minv_d
+        Sxz += R.T @ Ez
+        Szz += Ez.T @ Ez
+        cc += (B * Ez).sum()
+    return to_host(Sxz), to_host(Szz), float(cc)
 
 
 class _DaskStats:
@@ -154,19 +202,21 @@ def _missingness_groups(missing):
 
 
 def _group_estep(Xo, obs, mean, W, psi):
-    """E-step for rows that all observe exactly the columns ``obs`` (Xo: their observed block):
-    the complete-data formulas on that block (Woodbury, as _em_step). Returns (E[t] per row,
-    the shared posterior covariance, the sum of the rows' log-likelihoods)."""
+    """E-step for rows that all observe exactly the columns ``obs`` (Xo: their observed block,
+    numpy or cupy; the rest host arrays): the complete-data formulas on that block (Woodbury, as
+    _em_step). Returns (E[t] per row on Xo's device, the shared posterior covariance, the sum of
+    the rows' log-likelihoods)."""
+    xp = backend(Xo)[0]
     q = W.shape[1]
     n_obs = int(obs.sum())
     if n_obs == 0:  # nothing observed: posterior = prior, log-likelihood 0
-        return np.zeros((Xo.shape[0], q)), np.eye(q), 0.0
+        return xp.zeros((Xo.shape[0], q)), np.eye(q), 0.0
     Wp, Linv, logdet = woodbury_factor(W[obs], psi[obs])
     Minv = Linv.T @ Linv
-    R = np.asarray(Xo, np.float64) - mean[obs]  # n_g, |o|
-    B = R @ Wp  # n_g, q
-    E = B @ Minv
-    quad = np.einsum("nd,nd,d->", R, R, 1.0 / psi[obs]) - np.einsum("nq,nq->", B, E)
+    R = Xo.astype(np.float64, copy=False) - xp.asarray(mean[obs])  # n_g, |o|
+    B = R @ xp.asarray(Wp)  # n_g, q
+    E = B @ xp.asarray(Minv)
+    quad = float((R * R * xp.asarray(1.0 / psi[obs])).sum()) - float((B * E).sum())
     return E, Minv, -0.5 * (Xo.shape[0] * (n_obs * LOG_2PI + logdet) + quad)
 
 
@@ -227,17 +277,22 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         if _is_dask(X):
             return self._validate_dask(X, reset)
         allow_nan = self.__sklearn_tags__().input_tags.allow_nan
+        if array_module(X) == "cupy":
+            return self._validate_cupy(X, reset, allow_nan)
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                              ensure_min_samples=1,
                              ensure_all_finite="allow-nan" if allow_nan else True)
 
-    def _validate_dask(self, X, reset):
-        """A dask array stays lazy: shape and dtype are checked here, values chunk by chunk."""
+    def _validate_array(self, X, reset, kind):
+        """The checks of scikit-learn's validate_data that need no values, for a dask or cupy
+        array (``kind``): 2-D, numeric (integers become float64, as scikit-learn does), the
+        feature count against n_features_in_."""
         if X.ndim != 2:
-            raise ValueError(f"expected a 2-D dask array (n_samples, n_features), got {X.ndim}-D")
+            raise ValueError(f"Expected 2D array, got {X.ndim}D array instead (a {kind} array of "
+                             f"shape {X.shape}); reshape it to (n_samples, n_features)")
         if X.dtype not in (np.float32, np.float64):
             if X.dtype.kind not in "iub":
-                raise ValueError(f"expected a numeric dask array, got dtype {X.dtype}")
+                raise ValueError(f"expected a numeric {kind} array, got dtype {X.dtype}")
             X = X.astype(np.float64)
         D = int(X.shape[1])
         if reset:
@@ -245,9 +300,30 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         elif D != self.n_features_in_:
             raise ValueError(f"X has {D} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input")
+        return X
+
+    def _validate_dask(self, X, reset):
+        """A dask array stays lazy: shape and dtype are checked here, values chunk by chunk."""
+        X = self._validate_array(X, reset, "dask")
         if len(X.chunks[1]) != 1:
             X = X.rechunk({1: -1})  # chunk by rows only
         return X
+
+    def _validate_cupy(self, X, reset, allow_nan):
+        """A cupy array stays on the GPU: scikit-learn's checks done with cupy, in its words."""
+        xp = backend(X)[0]
+        X = self._validate_array(X, reset, "cupy")
+        for n, what in zip(X.shape, ("sample", "feature")):
+            if n < 1:
+                raise ValueError(f"Found array with 0 {what}(s) (shape={X.shape}) while a minimum "
+                                 "of 1 is required.")
+        if allow_nan:
+            if bool(xp.isinf(X).any()):
+                raise ValueError("Input X contains infinity (NaN marks a missing value; inf is not allowed).")
+        elif not bool(xp.isfinite(X).all()):
+            raise ValueError(f"Input X contains NaN or infinity; {type(self).__name__} with these "
+                             "settings needs complete, finite data")
+        return xp.ascontiguousarray(X)
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self, X, y=None):
@@ -348,31 +424,36 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             W0, psi0 = self._init(st.colsq / st.N, st.D, q)
             self._floor = self._noise_floor(st.colsq / st.N)
             return self._fit_em(self._complete_step(st), W0, psi0, st.mean)
-        missing = np.isnan(X)
-        if not missing.any():
+        xp, k = backend(X)
+        missing = xp.isnan(X)
+        if not bool(missing.any()):
             st = _Stats(X)
             W0, psi0 = self._init(st.colsq / st.N, st.D, q)
             self._floor = self._noise_floor(st.colsq / st.N)
             W, psi, mean, n_iter, hist = self._fit_em(self._complete_step(st), W0, psi0, st.mean)
             return W, psi, mean, n_iter, hist
+        missing = to_host(missing)  # N x D booleans: the grouping is host work, done once
         counts = (~missing).sum(0)
         if (counts == 0).any():
             raise ValueError(f"{type(self).__name__}: feature(s) {np.flatnonzero(counts == 0).tolist()} "
                              "have no observed value (all NaN): drop them")
-        from ._cpu import lowrank as k
-
-        mean0 = np.nanmean(X, axis=0, dtype=np.float64)
-        var0 = np.nanvar(X, axis=0, dtype=np.float64)
+        # starting point: the observed entries' means and variances per feature (two passes)
+        X0 = xp.where(xp.isnan(X), 0.0, X.astype(np.float64))
+        mean0 = to_host(X0.sum(axis=0)) / counts
+        R0 = xp.where(xp.isnan(X), 0.0, X0 - xp.asarray(mean0))
+        var0 = to_host((R0 * R0).sum(axis=0)) / counts
+        del X0, R0
         W0, psi0 = self._init(var0, X.shape[1], q)
         self._floor = self._noise_floor(var0)
         N = X.shape[0]
-        Xc = np.ascontiguousarray(X)
+        Xc = xp.ascontiguousarray(X)
         groups, rest = _missingness_groups(missing)
-        # each group's observed block, gathered once (its rows' data, in X's dtype)
-        blocks = [np.ascontiguousarray(Xc[np.ix_(rows, obs)]) for rows, obs in groups]
-        X_rest = np.ascontiguousarray(Xc[rest])
+        # each group's observed block, gathered once (its rows' data, in X's dtype, on X's device)
+        blocks = [Xc[xp.asarray(rows)[:, None], xp.asarray(np.flatnonzero(obs))[None, :]]
+                  for rows, obs in groups]
+        X_rest = xp.ascontiguousarray(Xc[xp.asarray(rest)])
         D = X.shape[1]
-        ez_r, sig_r, ll_r = np.empty((rest.size, q)), np.empty((rest.size, q, q)), np.empty(rest.size)
+        ez_r, sig_r, ll_r = xp.empty((rest.size, q)), xp.empty((rest.size, q, q)), xp.empty(rest.size)
 
         def step(W, psi, mean):
             inv_psi, log_psi = 1.0 / psi, np.log(psi)
@@ -387,19 +468,23 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
                 ll_sum += ll_g
                 n_g = rows.size
                 Ag = np.empty((q + 1, q + 1))
-                Ag[:q, :q] = n_g * Sig + E.T @ E
-                Ag[q, :q] = Ag[:q, q] = E.sum(0)
+                Ag[:q, :q] = n_g * Sig + to_host(E.T @ E)
+                Ag[q, :q] = Ag[:q, q] = to_host(E.sum(axis=0))
                 Ag[q, q] = n_g
                 A[obs] += Ag
-                Xo64 = np.asarray(Xo, np.float64)
-                c[obs, :q] += Xo64.T @ E
-                c[obs, q] += Xo64.sum(0)
-                sxx[obs] += np.einsum("nd,nd->d", Xo64, Xo64)
+                Xo64 = Xo.astype(np.float64, copy=False)
+                c[obs, :q] += to_host(Xo64.T @ E)
+                c[obs, q] += to_host(Xo64.sum(axis=0))
+                sxx[obs] += to_host((Xo64 * Xo64).sum(axis=0))
                 nd[obs] += n_g
-            if rest.size:  # the other rows, each with its own q x q system (Numba kernels)
-                k.missing_estep(ez_r, sig_r, ll_r, X_rest, mean, W, inv_psi, log_psi)
-                ll_sum += ll_r.sum()
-                k.missing_mstep_stats(A, c, sxx, nd, X_rest, ez_r, sig_r)
+            if rest.size:  # the other rows, each with its own q x q system (per-row kernels)
+                k.missing_estep(ez_r, sig_r, ll_r, X_rest, *(xp.asarray(v) for v in (mean, W, inv_psi, log_psi)))
+                ll_sum += float(ll_r.sum())
+                sums = (A, c, sxx, nd) if xp is np else tuple(xp.zeros(v.shape) for v in (A, c, sxx, nd))
+                k.missing_mstep_stats(*sums, X_rest, ez_r, sig_r)
+                if xp is not np:  # the device sums, added on the host
+                    for host, dev in zip((A, c, sxx, nd), sums):
+                        host += to_host(dev)
             # theta_d = [W_d, mean_d] solves theta_d A_d = c_d; psi_d = (sxx_d - theta_d . c_d) / n_d
             il = np.tril_indices(q + 1, -1)
             A[:, il[1], il[0]] = A[:, il[0], il[1]]  # symmetrise (the kernel fills the lower part)
@@ -447,12 +532,12 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         if _is_dask(X):  # lazy: one task per row-chunk
             W, mean, psi = self.W_.astype(dt), self.mean_.astype(dt), self._psi().astype(dt)
             return X.map_blocks(lambda b: lowrank_gaussian_logpdf(b, mean, W, psi), drop_axis=1, dtype=dt)
-        return lowrank_gaussian_logpdf(X, self.mean_.astype(dt), self.W_.astype(dt),
-                                       self._psi().astype(dt))
+        xp = backend(X)[0]
+        return lowrank_gaussian_logpdf(X, *(xp.asarray(a, dt) for a in (self.mean_, self.W_, self._psi())))
 
     def score(self, X, y=None):
         """Mean exact log-likelihood per sample."""
-        return float(np.mean(self.score_samples(X)))
+        return float(self.score_samples(X).mean())
 
     def posterior(self, X):
         """Posterior of t given each row: (means (N, q), covariance).
@@ -463,28 +548,30 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         conditioned on its observed entries and the covariance is (N, q, q)."""
         check_is_fitted(self)
         X = self._validate(X, reset=False)
+        xp, k = backend(X)
         psi = self._psi()
         q = self.W_.shape[1]
-        nan_rows = np.isnan(X).any(axis=1)
+        nan_rows = xp.isnan(X).any(axis=1)
         Wp, Linv, _ = woodbury_factor(self.W_, psi)
         Minv = Linv.T @ Linv
-        if not nan_rows.any():
-            mean = (np.asarray(X @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
-            return mean.astype(X.dtype), Minv
-        from ._cpu import lowrank as k
 
+        def complete_rows(Xo):  # E[t | x] = M^-1 Wp^T (x - mean), X's products on its device
+            B = (Xo @ xp.asarray(Wp, X.dtype)).astype(np.float64, copy=False) - xp.asarray(self.mean_ @ Wp)
+            return B @ xp.asarray(Minv)
+
+        if not bool(nan_rows.any()):
+            return complete_rows(X).astype(X.dtype), xp.asarray(Minv)
         N = X.shape[0]
-        mean = np.empty((N, q))
-        cov = np.broadcast_to(Minv, (N, q, q)).copy()
+        mean = xp.empty((N, q))
+        cov = xp.broadcast_to(xp.asarray(Minv), (N, q, q)).copy()
         ok = ~nan_rows
-        if ok.any():
-            Xo = X[ok]
-            mean[ok] = (np.asarray(Xo @ Wp.astype(X.dtype), np.float64) - self.mean_ @ Wp) @ Minv
-        Xm = np.ascontiguousarray(X[nan_rows])
-        ez = np.empty((Xm.shape[0], q))
-        sig = np.empty((Xm.shape[0], q, q))
-        ll = np.empty(Xm.shape[0])
-        k.missing_estep(ez, sig, ll, Xm, self.mean_, self.W_, 1.0 / psi, np.log(psi))
+        if bool(ok.any()):
+            mean[ok] = complete_rows(X[ok])
+        Xm = xp.ascontiguousarray(X[nan_rows])
+        ez = xp.empty((Xm.shape[0], q))
+        sig = xp.empty((Xm.shape[0], q, q))
+        ll = xp.empty(Xm.shape[0])
+        k.missing_estep(ez, sig, ll, Xm, *(xp.asarray(v) for v in (self.mean_, self.W_, 1.0 / psi, np.log(psi))))
         mean[nan_rows] = ez
         cov[nan_rows] = sig
         return mean.astype(X.dtype), cov
@@ -504,21 +591,23 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         (the conditional mean of the fitted Gaussian); observed entries are returned as they are."""
         check_is_fitted(self)
         X = self._validate(X, reset=False)
+        xp = backend(X)[0]
         T = self.posterior(X)[0].astype(np.float64)
-        filled = T @ self.W_.T + self.mean_
+        filled = T @ xp.asarray(self.W_.T) + xp.asarray(self.mean_)
         out = X.copy()
-        nan = np.isnan(X)
-        out[nan] = filled[nan]
+        nan = xp.isnan(X)
+        out[nan] = filled[nan].astype(X.dtype)
         return out
 
     def inverse_transform(self, T):
         """x = W t + mean (the mean of p(x | t)), shape (N, D)."""
         check_is_fitted(self)
-        T = np.asarray(T)
+        xp = backend(T)[0]
+        T = xp.asarray(T)
         if T.ndim != 2 or T.shape[1] != self.W_.shape[1]:
             raise ValueError(f"expected T of shape (n_samples, {self.W_.shape[1]}), got {T.shape}")
         dt = T.dtype if T.dtype in (np.float32, np.float64) else np.float64
-        return (T @ self.W_.T + self.mean_).astype(dt)
+        return (T @ xp.asarray(self.W_.T) + xp.asarray(self.mean_)).astype(dt)
 
     def sample(self, n_samples=1, random_state=None):
         """Draw n_samples rows from the fitted model (float64)."""
@@ -600,25 +689,27 @@ class PPCA(_LinearGaussian):
             S = XtX / N - np.outer(st.mean, st.mean)
             Xc = None
         elif N >= D:
-            # S = X^T X / N - mean mean^T: one BLAS product (numpy uses syrk for X.T @ X), no
-            # centred copy of X; then only the top q eigenpairs (LAPACK syevr). The discarded
-            # eigenvalues enter only through their sum, trace(S) minus the top q.
+            # S = X^T X / N - mean mean^T: one BLAS product (numpy uses syrk for X.T @ X; cuBLAS
+            # on the GPU), no centred copy of X; then only the top q eigenpairs (LAPACK syevr,
+            # on the host: D x D). The discarded eigenvalues enter only through their sum,
+            # trace(S) minus the top q.
             import scipy.linalg
 
             X = st.X
-            S = np.asarray(X.T @ X, np.float64) / N - np.outer(st.mean, st.mean)
+            S = to_host(X.T @ X).astype(np.float64, copy=False) / N - np.outer(st.mean, st.mean)
             lam_q, U_q = scipy.linalg.eigh(S, subset_by_index=[D - q, D - 1], driver="evr")
             lam_q, U_q = np.maximum(lam_q[::-1], 0.0), U_q[:, ::-1]
             s2 = max((np.trace(S) - lam_q.sum()) / (D - q), SMALL * max(lam_q[0], 1.0))
             return PPCA._finish_closed_form(U_q, lam_q, s2, D, q)
         else:
-            Xc = np.asarray(st.X, np.float64) - st.mean
-            S = None  # D > N: the SVD of the centred data
+            xp = backend(st.X)[0]
+            Xc = st.X.astype(np.float64) - xp.asarray(st.mean)
+            S = None  # D > N: the SVD of the centred data (on its device)
         if S is not None:
             lam, U = np.linalg.eigh(S)
             lam, U = lam[::-1], U[:, ::-1]
         else:
-            _, sv, Vt = np.linalg.svd(Xc, full_matrices=False)
+            _, sv, Vt = (to_host(a) for a in xp.linalg.svd(Xc, full_matrices=False))
             lam = np.zeros(D)
             lam[: sv.size] = sv**2 / N
             U = np.zeros((D, D))

@@ -16,11 +16,28 @@ import numbers
 
 import numpy as np
 
-from ._validate import check_floats
+from ._validate import array_module, check_floats
 
 __all__ = ["lowrank_gaussian_logpdf"]
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+def backend(a):
+    """(array module, lowrank kernels) for a's device: numpy -> (numpy, lgm._cpu.lowrank),
+    cupy -> (cupy, lgm._gpu), whose twins take the same arguments on device arrays."""
+    if array_module(a) == "cupy":
+        from .ops import _backend
+
+        return _backend("lgm (cupy arrays)", "cupy")
+    from ._cpu import lowrank
+
+    return np, lowrank
+
+
+def to_host(a):
+    """A numpy copy of a cupy array (a numpy array or scalar as it is)."""
+    return a.get() if array_module(a) == "cupy" else np.asarray(a)
 
 
 def woodbury_factor(W, psi):
@@ -57,27 +74,29 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
 
     Parameters
     ----------
-    x : array of shape (n_samples, D) or (D,), float32 or float64. NaN marks a missing entry
-        (marginalised out: the row is scored on its observed coordinates); inf is an error.
+    x : array of shape (n_samples, D) or (D,), float32 or float64, numpy or cupy. NaN marks a
+        missing entry (marginalised out: the row is scored on its observed coordinates); inf is
+        an error.
     mean : array of shape (D,)
     W : array of shape (D, q) — the loading matrix
     psi : scalar or array of shape (D,) — noise variances, > 0 (PPCA: a scalar s^2)
 
     Returns
     -------
-    array of shape (n_samples,) (or a scalar array for one row), in x's dtype.
+    array of shape (n_samples,) (or a scalar array for one row), in x's dtype, on x's device.
 
-    Numerics: the D x q products run in BLAS in x's dtype; the q x q Cholesky factor, the
-    log-determinant and the per-row sums are float64 (that is where precision is lost, at
-    O(q^2) and O(D) cost per row). A row with every entry missing scores 0.
+    Numerics: the D x q products run in BLAS (cuBLAS for cupy) in x's dtype; the q x q Cholesky
+    factor, the log-determinant and the per-row sums are float64 (that is where precision is
+    lost, at O(q^2) and O(D) cost per row). A row with every entry missing scores 0. On the GPU
+    the parameters (O(D q)) are checked and factorised on the host, the data never leave the
+    device.
     """
     fname = "lowrank_gaussian_logpdf"
     if isinstance(psi, numbers.Real) and not isinstance(psi, (bool, np.bool_)) and psi <= 0:
         raise ValueError(f"{fname}: expected psi (noise variances) > 0, got {psi!r}")
     mod, dtype, a = check_floats(fname, x=x, mean=mean, W=W, psi=psi)
-    if mod != "numpy":
-        raise NotImplementedError(f"{fname}: no GPU implementation yet; pass numpy arrays")
     x = a["x"]
+    xp, k = backend(x)
     one = x.ndim == 1
     if one:
         x = x[None, :]
@@ -86,33 +105,34 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     N, D = x.shape
     if D == 0:
         raise ValueError(f"{fname}: expected D >= 1 features, got x of shape {x.shape}")
-    psi = _check_params(fname, D, dtype, a["mean"], a["W"], a["psi"])
-    mean, W = a["mean"], a["W"]
-    from ._cpu import lowrank as k
+    # the parameters are O(D q): checked and factorised on the host
+    psi = _check_params(fname, D, dtype, *(to_host(a[n]) for n in ("mean", "W", "psi")))
+    mean, W = to_host(a["mean"]), to_host(a["W"])
 
-    x = np.ascontiguousarray(x)
+    x = xp.ascontiguousarray(x)
     psi64 = psi.astype(np.float64)
     inv_psi = 1.0 / psi64  # D
     log_psi = np.log(psi64)  # D
-    out = np.empty(N, np.float64)
-    quad_all = np.empty(N, np.float64)  # sum_j r_j^2 / psi_j per row
-    flags = np.zeros(N, np.uint8)
+    out = xp.empty(N, np.float64)
+    quad_all = xp.empty(N, np.float64)  # sum_j r_j^2 / psi_j per row
+    flags = xp.zeros(N, np.uint8)
     if N:
-        k.row_stats(quad_all, flags, x, mean, inv_psi)
-    if (flags & 2).any():
+        k.row_stats(quad_all, flags, x, xp.asarray(mean), xp.asarray(inv_psi))
+    n_inf = int(((flags & 2) > 0).sum())
+    if n_inf:
         raise ValueError(f"{fname}: expected x without inf (NaN marks a missing value), "
-                         f"got inf in {int(((flags & 2) > 0).sum())} row(s)")
-    has_nan = flags.astype(bool)
-    complete = ~has_nan
-    n_complete = int(complete.sum())
+                         f"got inf in {n_inf} row(s)")
+    has_nan = flags > 0
+    n_complete = N - int(has_nan.sum())
     if n_complete:
+        complete = ~has_nan
         xc = x if n_complete == N else x[complete]
         Wp, Linv, logdet = woodbury_factor(W, psi64)
         # b = W^T Psi^-1 (x - mean) for every row, as one BLAS product without an (N, D) residual
-        B = xc @ Wp.astype(dtype) - (mean.astype(np.float64) @ Wp)  # N, q
-        C = np.asarray(B, np.float64) @ Linv.T  # N, q: rows are L^-1 b
+        B = xc @ xp.asarray(Wp, dtype) - xp.asarray(mean.astype(np.float64) @ Wp)  # N, q
+        C = B.astype(np.float64, copy=False) @ xp.asarray(Linv.T)  # N, q: rows are L^-1 b
         quad = quad_all if n_complete == N else quad_all[complete]
-        quad -= np.einsum("nq,nq->n", C, C)  # Woodbury: r^T C^-1 r = r^T Psi^-1 r - |L^-1 b|^2
+        quad -= (C * C).sum(axis=1)  # Woodbury: r^T C^-1 r = r^T Psi^-1 r - |L^-1 b|^2
         vals = -0.5 * (D * LOG_2PI + logdet + quad)
         if n_complete == N:
             out = vals
@@ -120,8 +140,9 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
             out[complete] = vals
     if n_complete < N:
         xm = x[has_nan]
-        om = np.empty(xm.shape[0], np.float64)
-        k.missing_rows_logpdf(om, xm, mean, W, inv_psi, log_psi)
+        om = xp.empty(xm.shape[0], np.float64)
+        k.missing_rows_logpdf(om, xm, xp.asarray(mean), xp.asarray(W), xp.asarray(inv_psi),
+                              xp.asarray(log_psi))
         out[has_nan] = om
     out = out.astype(dtype, copy=False)
     return out[0] if one else out

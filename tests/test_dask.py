@@ -45,7 +45,7 @@ def test_dask_distributed_local_cluster():
 
 
 def test_dask_bad_input():
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="2D"):
         lgm.PPCA(2).fit(da.zeros((10,), chunks=5))
     X = _data(N=100)
     X[3, 2] = np.nan

@@ -213,3 +213,115 @@ def test_im2col_col2im_vs_cpu(dtype, k, s, p, H, C):
     gb = ops.col2im(g, H, H + 1, s, p)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(cupy.asnumpy(gb), back, rtol=tol, atol=tol)
+
+
+# --- linear-Gaussian models on cupy (PPCA, factor analysis) --------------------------------------
+@pytest.mark.parametrize("N,D", [(20001, 784), (300, 37), (5, 1)])
+def test_lowrank_row_stats_kernel_vs_cpu(dtype, N, D):
+    """The CUDA row pass: float64 sums of (x - mean)^2 / psi and the NaN / inf flags per row;
+    20001 rows exceed one grid."""
+    from lgm import _gpu
+    from lgm._cpu import lowrank as k
+
+    rng = np.random.default_rng(N)
+    x = rng.standard_normal((N, D)).astype(dtype)
+    x[1, 0] = np.nan
+    x[2, -1] = np.inf
+    x[min(3, N - 1), 0] = -np.inf
+    x[4 % N, D // 2] = np.nan
+    mean = rng.standard_normal(D).astype(dtype)
+    inv_psi = rng.uniform(0.5, 2.0, D)
+    q_cpu, f_cpu = np.empty(N), np.zeros(N, np.uint8)
+    k.row_stats(q_cpu, f_cpu, x, mean, inv_psi)
+    q_gpu, f_gpu = cupy.empty(N), cupy.zeros(N, np.uint8)
+    _gpu.row_stats(q_gpu, f_gpu, cupy.asarray(x), cupy.asarray(mean), cupy.asarray(inv_psi))
+    np.testing.assert_array_equal(cupy.asnumpy(f_gpu), f_cpu)
+    ok = f_cpu == 0
+    np.testing.assert_allclose(cupy.asnumpy(q_gpu)[ok], q_cpu[ok], rtol=1e-12)
+    assert np.isnan(cupy.asnumpy(q_gpu)[f_cpu == 1]).all()
+
+
+def test_lowrank_batched_twins_on_cupy_vs_numba():
+    from lgm import _gpu
+    from lgm._cpu import lowrank as k
+
+    rng = np.random.default_rng(5)
+    N, D, q = 3000, 50, 6
+    X = rng.standard_normal((N, D))
+    X[rng.random((N, D)) < 0.3] = np.nan
+    X[0] = np.nan
+    W, mean = rng.standard_normal((D, q)), rng.standard_normal(D)
+    psi = rng.uniform(0.2, 2, D)
+    args = (X, mean, W, 1 / psi, np.log(psi))
+    gargs = tuple(cupy.asarray(a) for a in args)
+    ez, sig, ll = np.empty((N, q)), np.empty((N, q, q)), np.empty(N)
+    k.missing_estep(ez, sig, ll, *args)
+    gez, gsig, gll = cupy.empty((N, q)), cupy.empty((N, q, q)), cupy.empty(N)
+    _gpu.missing_estep(gez, gsig, gll, *gargs)
+    for g, c in ((gez, ez), (gsig, sig), (gll, ll)):
+        np.testing.assert_allclose(cupy.asnumpy(g), c, rtol=1e-9, atol=1e-12)
+    out = cupy.empty(N)
+    _gpu.missing_rows_logpdf(out, *gargs)
+    np.testing.assert_allclose(cupy.asnumpy(out), ll, rtol=1e-9)
+    sums = [np.zeros((D, q + 1, q + 1)), np.zeros((D, q + 1)), np.zeros(D), np.zeros(D)]
+    k.missing_mstep_stats(*sums, X, ez, sig)
+    gsums = [cupy.zeros(s.shape) for s in sums]
+    _gpu.missing_mstep_stats(*gsums, gargs[0], gez, gsig)
+    for g, c in zip(gsums, sums):
+        np.testing.assert_allclose(cupy.asnumpy(g), c, rtol=1e-9, atol=1e-9)
+
+
+def test_lowrank_logpdf_on_cupy(dtype):
+    rng = np.random.default_rng(6)
+    N, D, q = 20001, 101, 5
+    X = rng.standard_normal((N, D)).astype(dtype)
+    X[rng.random(N) < 0.1, 3] = np.nan
+    W = rng.standard_normal((D, q)).astype(dtype)
+    mean = rng.standard_normal(D).astype(dtype)
+    psi = rng.uniform(0.5, 1.5, D).astype(dtype)
+    want = lgm.lowrank_gaussian_logpdf(X, mean, W, psi)
+    got = lgm.lowrank_gaussian_logpdf(*(cupy.asarray(a) for a in (X, mean, W, psi)))
+    assert isinstance(got, cupy.ndarray) and got.dtype == dtype
+    np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=2e-5 if dtype == np.float32 else 1e-10)
+    bad = cupy.asarray(X)
+    bad[9, 9] = np.inf
+    with pytest.raises(ValueError, match="without inf"):
+        lgm.lowrank_gaussian_logpdf(bad, *(cupy.asarray(a) for a in (mean, W, psi)))
+
+
+def test_ppca_and_fa_fit_and_score_on_cupy(dtype):
+    """Closed form, EM, and missing-value EM on cupy arrays give the numpy results (the same
+    float64 algebra on the host; the products over rows in cuBLAS / the CUDA row pass). cuBLAS
+    and OpenBLAS round differently, so EM runs are compared where their paths cannot branch
+    apart: after convergence (scores), or without SQUAREM's accept/reject step (histories)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    N, D, q = 4000, 64, 5
+    W = rng.standard_normal((D, q)) * 2
+    X = (rng.standard_normal((N, q)) @ W.T + rng.standard_normal(D)
+         + rng.standard_normal((N, D)) * rng.uniform(0.3, 1.0, D)).astype(dtype)
+    Xg = cupy.asarray(X)
+    tol = 1e-4 if dtype == np.float32 else 1e-8
+    cf, cf_dev = lgm.PPCA(q).fit(X), lgm.PPCA(q).fit(Xg)
+    np.testing.assert_allclose(cf_dev.W_, cf.W_, rtol=tol * 10, atol=tol * 10)
+    np.testing.assert_allclose(cupy.asnumpy(cf_dev.transform(Xg)), cf.transform(X), rtol=tol * 100, atol=tol * 100)
+    for make in (lambda: lgm.PPCA(q, method="em", tol=1e-8, random_state=0),
+                 lambda: lgm.FactorAnalysis(q, tol=1e-8, random_state=0)):
+        host, dev = make().fit(X), make().fit(Xg)
+        assert abs(dev.score(Xg) - host.score(X)) <= 1e-5 * abs(host.score(X))
+        s = dev.score_samples(Xg)
+        assert isinstance(s, cupy.ndarray) and s.dtype == dtype
+    Xm = X.copy()
+    Xm[:600, :10] = np.nan  # a shared pattern (the grouped path) ...
+    Xm[rng.random(Xm.shape) < 0.05] = np.nan  # ... and scattered NaN (the per-row twins)
+    for Model, kw in ((lgm.PPCA, {"method": "em"}), (lgm.FactorAnalysis, {})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", lgm.ConvergenceWarning)
+            host = Model(q, max_iter=30, tol=0, accelerate=False, random_state=0, **kw).fit(Xm)
+            dev = Model(q, max_iter=30, tol=0, accelerate=False, random_state=0, **kw).fit(cupy.asarray(Xm))
+        np.testing.assert_allclose(dev.loglike_, host.loglike_, rtol=tol)
+        np.testing.assert_allclose(cupy.asnumpy(dev.score_samples(cupy.asarray(Xm))),
+                                   host.score_samples(Xm), rtol=tol * 10)
+        np.testing.assert_allclose(cupy.asnumpy(dev.impute(cupy.asarray(Xm))), host.impute(Xm),
+                                   rtol=tol * 100, atol=tol * 100)

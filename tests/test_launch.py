@@ -48,6 +48,8 @@ def test_every_listed_kernel_is_defined_in_the_sources():
         "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
         "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
         "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
+        "conv": ["im2col", "col2im"],
+        "lowrank": ["lowrank_row_stats"],
     }
     for src, names in expected.items():
         text = (KERNELS / f"{src}.cu").read_text()
@@ -70,3 +72,27 @@ def test_cpu_and_gpu_twins_share_signatures():
                  "logsumexp_cols", "importance_log_weights_gaussian", "importance_log_weights_bernoulli"):
         cpu_args = list(inspect.signature(getattr(cpu, name).py_func).parameters)
         assert gpu_funcs[name] == cpu_args, name
+    from lgm import _lowrank_batched as bat
+    from lgm._cpu import lowrank
+
+    for name in ("row_stats", "missing_rows_logpdf", "missing_estep", "missing_mstep_stats"):
+        cpu_args = list(inspect.signature(getattr(lowrank, name).py_func).parameters)
+        assert gpu_funcs[name] == cpu_args, name
+        if name != "row_stats":  # the batched formulation: the same arguments after xp
+            assert list(inspect.signature(getattr(bat, name)).parameters) == ["xp"] + cpu_args, name
+
+
+def test_gpu_backend_lists_every_source_and_kernel():
+    """lgm._gpu's inventory (what backend_info loads and the NVRTC test compiles) names every
+    kernels/*.cu file and every extern "C" kernel in it, without importing cupy."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parent.parent / "lgm" / "_gpu.py").read_text())
+    sources = next(ast.literal_eval(n.value) for n in tree.body
+                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "_SOURCES")
+    assert set(sources) == {p.stem for p in KERNELS.glob("*.cu")}
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "kernel_names")
+    per = ast.literal_eval(fn.body[1].value)
+    for src in sources:
+        defined = set(re.findall(r"LGM_INSTANTIATE\(\s*(\w+)\s*,", (KERNELS / f"{src}.cu").read_text()))
+        assert set(per[src]) == defined, src

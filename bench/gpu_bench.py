@@ -243,8 +243,9 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        from lgm.io import write_atomic
+
+        write_atomic(args.out, text)
 
 
 if __name__ == "__main__":

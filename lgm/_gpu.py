@@ -256,7 +256,3 @@ def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
 
 def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
     _lowrank_batched.missing_estep(cupy, ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d)
-
-
-def missing_mstep_stats(A_dqq, c_dq, sxx_d, nd_d, x_nd, ez_nq, sig_nqq):
-    _lowrank_batched.missing_mstep_stats(cupy, A_dqq, c_dq, sxx_d, nd_d, x_nd, ez_nq, sig_nqq)

@@ -40,6 +40,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from . import _lowrank_batched
 from ._validate import array_module
 from .lowrank import backend, lowrank_gaussian_logpdf, to_host, woodbury_factor
 
@@ -231,7 +232,7 @@ def _group_estep(Xo, obs, mean, W, psi):
     R = Xo.astype(np.float64, copy=False) - xp.asarray(mean[obs])  # n_g, |o|
     B = R @ xp.asarray(Wp)  # n_g, q
     E = B @ xp.asarray(Minv)
-    quad = float((R * R * xp.asarray(1.0 / psi[obs])).sum()) - float((B * E).sum())
+    quad = float(xp.einsum("nd,nd,d->", R, R, xp.asarray(1.0 / psi[obs]))) - float(xp.einsum("nq,nq->", B, E))
     return E, Minv, -0.5 * (Xo.shape[0] * (n_obs * LOG_2PI + logdet) + quad)
 
 
@@ -496,7 +497,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
                 k.missing_estep(ez_r, sig_r, ll_r, X_rest, *(xp.asarray(v) for v in (mean, W, inv_psi, log_psi)))
                 ll_sum += float(ll_r.sum())
                 sums = (A, c, sxx, nd) if xp is np else tuple(xp.zeros(v.shape) for v in (A, c, sxx, nd))
-                k.missing_mstep_stats(*sums, X_rest, ez_r, sig_r)
+                _lowrank_batched.missing_mstep_stats(xp, *sums, X_rest, ez_r, sig_r)
                 if xp is not np:  # the device sums, added on the host
                     for host, dev in zip((A, c, sxx, nd), sums):
                         host += to_host(dev)

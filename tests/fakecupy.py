@@ -156,13 +156,6 @@ class FakeGPU(types.ModuleType):
         _unwrap(args)
         _lowrank_batched.missing_estep(cupy, *args)
 
-    @staticmethod
-    def missing_mstep_stats(*args):
-        from lgm import _lowrank_batched
-
-        _unwrap(args)
-        _lowrank_batched.missing_mstep_stats(cupy, *args)
-
 
 def install(monkeypatch):
     """Route lgm's cupy dispatch to this module for one test; returns the fake cupy."""

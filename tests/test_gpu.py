@@ -263,10 +263,12 @@ def test_lowrank_batched_twins_on_cupy_vs_numba():
     out = cupy.empty(N)
     _gpu.missing_rows_logpdf(out, *gargs)
     np.testing.assert_allclose(cupy.asnumpy(out), ll, rtol=1e-9)
+    from lgm import _lowrank_batched as bat
+
     sums = [np.zeros((D, q + 1, q + 1)), np.zeros((D, q + 1)), np.zeros(D), np.zeros(D)]
-    k.missing_mstep_stats(*sums, X, ez, sig)
+    bat.missing_mstep_stats(np, *sums, X, ez, sig)
     gsums = [cupy.zeros(s.shape) for s in sums]
-    _gpu.missing_mstep_stats(*gsums, gargs[0], gez, gsig)
+    bat.missing_mstep_stats(cupy, *gsums, gargs[0], gez, gsig)
     for g, c in zip(gsums, sums):
         np.testing.assert_allclose(cupy.asnumpy(g), c, rtol=1e-9, atol=1e-9)
 

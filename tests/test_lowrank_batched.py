@@ -57,22 +57,42 @@ def test_missing_rows_logpdf_and_estep_match_numba(dtype, rng, N, D, q):
     _close(sig[0], np.eye(q))  # nothing observed: the prior
 
 
-def test_missing_mstep_stats_match_numba(dtype, rng):
-    N, D, q = 200, 9, 3
+def _mstep_reference(X, ez, sig):
+    """The per-feature sums written out row by row: A_d = sum over rows observing d of
+    E[[t;1][t;1]^T] (lower triangle of the q x q block, plus the last row and corner)."""
+    N, D = X.shape
+    q = ez.shape[1]
+    A, c, sxx, nd = np.zeros((D, q + 1, q + 1)), np.zeros((D, q + 1)), np.zeros(D), np.zeros(D)
+    for d in range(D):
+        for n in range(N):
+            v = float(X[n, d])
+            if np.isnan(v):
+                continue
+            z = np.append(ez[n], 1.0)
+            full = np.outer(z, z)
+            full[:q, :q] += sig[n]
+            A[d] += np.tril(full)
+            c[d] += v * z
+            sxx[d] += v * v
+            nd[d] += 1
+    return A, c, sxx, nd
+
+
+def test_missing_mstep_stats_match_row_by_row_sums(dtype, rng):
+    N, D, q = 120, 9, 3
     X, mean, W, psi = _problem(rng, N, D, q, dtype)
     ez, sig, ll = np.empty((N, q)), np.empty((N, q, q)), np.empty(N)
     k.missing_estep(ez, sig, ll, X, mean, W, 1.0 / psi, np.log(psi))
-    outs = []
-    for f in (lambda *a: bat.missing_mstep_stats(np, *a), k.missing_mstep_stats):
-        A = np.full((D, q + 1, q + 1), 0.5)  # accumulates onto what is there
-        c, sxx, nd = np.full((D, q + 1), 0.25), np.ones(D), np.zeros(D)
-        f(A, c, sxx, nd, X, ez, sig)
-        f(A, c, sxx, nd, X, ez, sig)  # twice: += semantics
-        outs.append((A, c, sxx, nd))
-    for a, b in zip(*outs):
-        _close(a, b)
-    # the counts are exact
-    assert np.array_equal(outs[0][3], 2 * (~np.isnan(X)).sum(0))
+    A = np.full((D, q + 1, q + 1), 0.5)  # accumulates onto what is there
+    c, sxx, nd = np.full((D, q + 1), 0.25), np.ones(D), np.zeros(D)
+    bat.missing_mstep_stats(np, A, c, sxx, nd, X, ez, sig)
+    bat.missing_mstep_stats(np, A, c, sxx, nd, X, ez, sig)  # twice: += semantics
+    ref = _mstep_reference(X, ez, sig)
+    low = np.tril(np.ones((q + 1, q + 1), bool))
+    _close(np.where(low, A, 0), np.where(low, 0.5 + 2 * ref[0], 0))
+    _close(c, 0.25 + 2 * ref[1])
+    _close(sxx, 1 + 2 * ref[2])
+    assert np.array_equal(nd, 2 * (~np.isnan(X)).sum(0))  # the counts are exact
 
 
 def test_chunking_does_not_change_results(rng, monkeypatch):
@@ -80,8 +100,8 @@ def test_chunking_does_not_change_results(rng, monkeypatch):
     args = (X, mean, W, 1.0 / psi, np.log(psi))
     whole = np.empty(97)
     bat.missing_rows_logpdf(np, whole, *args)
-    monkeypatch.setattr(bat, "_CHUNK_ELEMS", 60)  # 10 rows per chunk
-    assert len(list(bat._chunks(97, 6))) == 10
+    monkeypatch.setitem(bat._CHUNK_ELEMS, "numpy", 60)  # 10 rows per chunk
+    assert len(list(bat._chunks(np, 97, 6))) == 10
     parts = np.empty(97)
     bat.missing_rows_logpdf(np, parts, *args)
     _close(parts, whole, 1e-13)

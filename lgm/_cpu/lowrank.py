@@ -3,7 +3,7 @@
 The per-row parts of the exact log-likelihood (Woodbury identity and matrix determinant lemma,
 Tipping & Bishop 1999, Appendix; Bishop 2006, eq. 12.43): the matrix products stay in BLAS, the
 kernels do what BLAS cannot (row-wise sums; rows with missing entries, each with its own q x q
-system). Accumulation is in float64 for every input dtype: the q x q factorisations and sums of
+system). The M-step sums with missing values are matrix products: lgm/_lowrank_batched.py. Accumulation is in float64 for every input dtype: the q x q factorisations and sums of
 D terms are where precision is lost, and they are O(q^2) / O(D) per row, not the bottleneck.
 """
 
@@ -159,32 +159,3 @@ def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d
             for c in range(q):
                 sig_nqq[n, c, a] = col[c]
         ll_n[n] = -0.5 * (n_obs * LOG_2PI + logdet + quad)
-
-
-@njit(parallel=True, error_model="numpy", cache=True, nogil=True)
-def missing_mstep_stats(A_dqq, c_dq, sxx_d, nd_d, x_nd, ez_nq, sig_nqq):
-    """M-step sufficient statistics with missing values, accumulated (+=) per feature d over the
-    rows n that observe it: A_d += sum_n E[[t;1][t;1]^T] (lower triangle), c_d += sum_n x_nd
-    [E t_n; 1], sxx_d += sum_n x_nd^2, nd_d += count. O(N D q^2); parallel over features."""
-    N, D = x_nd.shape
-    q = ez_nq.shape[1]
-    for d in prange(D):
-        sxx = 0.0
-        nd = 0
-        for n in range(N):
-            v = x_nd[n, d]
-            if v != v:
-                continue
-            xv = np.float64(v)
-            nd += 1
-            sxx += xv * xv
-            for a in range(q):
-                ea = ez_nq[n, a]
-                c_dq[d, a] += xv * ea
-                for b in range(a + 1):
-                    A_dqq[d, a, b] += sig_nqq[n, a, b] + ea * ez_nq[n, b]
-                A_dqq[d, q, a] += ea
-            c_dq[d, q] += xv
-        A_dqq[d, q, q] += nd
-        sxx_d[d] += sxx
-        nd_d[d] += nd

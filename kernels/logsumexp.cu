@@ -4,36 +4,6 @@
 // Q > 1:  32-column tiles, 8 thread rows splitting n, merged in shared memory.
 #include "common.cuh"
 
-template <typename T>
-__device__ __forceinline__ void lse_merge(T& m, T& s, T m2, T s2) {
-  T mn = fmax(m, m2);
-  if (mn == -Math<T>::inf()) return;  // both empty: stays (-inf, 0)
-  // a -inf side contributes 0; if mn is +inf the sum is inf (handled at the end)
-  T a = (m == -Math<T>::inf()) ? T(0) : s * Math<T>::exp_(m - mn);
-  T b = (m2 == -Math<T>::inf()) ? T(0) : s2 * Math<T>::exp_(m2 - mn);
-  m = mn;
-  s = a + b;
-}
-
-template <typename T>
-__device__ __forceinline__ void lse_push(T& m, T& s, int& nan, T v) {
-  if (v != v) { nan = 1; return; }
-  if (v == -Math<T>::inf()) return;
-  if (v > m) {
-    s = (m == -Math<T>::inf()) ? T(1) : s * Math<T>::exp_(m - v) + T(1);
-    m = v;
-  } else {
-    s += Math<T>::exp_(v - m);
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T lse_finish(T m, T s, int nan) {
-  if (nan) return Math<T>::nan();
-  if (m == Math<T>::inf() || m == -Math<T>::inf()) return m;
-  return m + Math<T>::log_(s);
-}
-
 template <typename T, int VW>
 __device__ void logsumexp_rows(T* __restrict__ out, const T* __restrict__ a, long long P, int N) {
   // Per lane: a running (max, sum) over packs of VW values, rescaled once per pack (not per

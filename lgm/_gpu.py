@@ -75,7 +75,8 @@ def kernel_names():
         "bernoulli": ["bernoulli_logpmf", "bernoulli_logpmf_grad"],
         "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
         "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
-        "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
+        "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli",
+                       "importance_bounds_gaussian", "importance_bounds_bernoulli"],
         "conv": ["im2col", "col2im"],
         "lowrank": ["lowrank_row_stats"],
     }
@@ -219,6 +220,24 @@ def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, le
     L, S, k = _tables(lead, rs)
     _launch_rows("importance", "importance_log_weights_bernoulli", R, out_r.dtype, vw,
                  (out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D), np.int32(K), L, S, k))
+
+
+def importance_bounds_fits(D, dtype, arrays):
+    """The vector width for the fused bound kernel on these operands, or 0 if D does not fit."""
+    vw = vector_width(dtype, D, arrays)
+    return vw if _launch.bounds_fits(D, vw) else 0
+
+
+def importance_bounds(lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk, gaussian, vw):
+    """The fused kernel (plain layouts only; ops.importance_bounds checks them). Bernoulli:
+    dec1 = logits, dec2 unused."""
+    S, B = lw_sb.shape
+    D, K = x_bd.shape[1], t_sbk.shape[2]
+    base = "importance_bounds_gaussian" if gaussian else "importance_bounds_bernoulli"
+    fn = _fn("importance", base, lw_sb.dtype, vw)
+    fn((_launch.grid_for_blocks(B, _sms()),), (32 * _launch.IW_WARPS,),
+       (lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk, np.int32(S),
+        np.int32(B), np.int32(D), np.int32(K)))
 
 
 def _launch_flat(src, base, n, dtype, args):

@@ -40,6 +40,21 @@ def grid_for_tiles(P, Q, sm_count, waves=8):
     return max(1, min(tiles, int(sm_count) * waves))
 
 
+IW_WARPS = 8  # must match IW_WARPS in kernels/importance.cu: warps (sample groups) per block
+IW_MAXP = 8  # must match IW_MAXP: vector packs of one x row held per lane
+
+
+def bounds_fits(D, vw):
+    """Whether the fused importance-bound kernel can hold an x row of length D in registers
+    (IW_MAXP packs of vw elements per lane; D must be a multiple of vw)."""
+    return D % vw == 0 and D <= IW_MAXP * 32 * vw
+
+
+def grid_for_blocks(n, sm_count, waves=8):
+    """Blocks for a block-per-item kernel with a grid-stride loop over n items."""
+    return max(1, min(int(n), int(sm_count) * waves))
+
+
 def kernel_suffix(dtype, vw):
     t = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
     allowed = {"f32": (1, 4), "f64": (1, 2)}[t]

@@ -136,6 +136,14 @@ class FakeGPU(types.ModuleType):
     def __init__(self):
         super().__init__("lgm._gpu")
 
+    def __getattr__(self, name):
+        """Every other launcher: its CPU twin (same name and arguments) on the payloads."""
+        from lgm._cpu import kernels
+
+        twin = getattr(kernels, name)
+        # the index tables (lead, row strides) are host arrays by design: only they may be numpy
+        return lambda *args: twin(*(a._a if isinstance(a, ndarray) else a for a in args))
+
     @staticmethod
     def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
         from lgm._cpu import lowrank
@@ -155,6 +163,27 @@ class FakeGPU(types.ModuleType):
 
         _unwrap(args)
         _lowrank_batched.missing_estep(cupy, *args)
+
+
+    @staticmethod
+    def importance_bounds_fits(D, dtype, arrays):
+        from lgm import _launch
+
+        _unwrap(arrays)
+        vw = _launch.vector_width(np.dtype(dtype).itemsize, D, [0])
+        return vw if _launch.bounds_fits(D, vw) else 0
+
+    @staticmethod
+    def importance_bounds(lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk, gaussian, vw):
+        """What the fused CUDA kernel computes, by the CPU composition (for dry runs of the
+        dispatch and of the GPU tests' expectations)."""
+        import lgm
+
+        x, d1, d2, t, mt, lt = _unwrap((x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk))
+        kw = dict(mu_x=d1, logvar_x=d2) if gaussian else dict(logits=d1)
+        out = lgm.importance_bounds(x, t, mt, lt, **kw)
+        for dev, host in zip((lw_sb, elbo_b, iwae_b), out):
+            dev._a[...] = host
 
 
 def install(monkeypatch):

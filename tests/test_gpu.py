@@ -117,15 +117,20 @@ def test_logsumexp_rules(dtype, axis, ncols):
     assert np.array_equal(np.isnan(got), np.isnan(cpu)) and np.array_equal(np.isinf(got), np.isinf(cpu))
 
 
-def test_importance_weights_and_iwae(dtype):
-    rng = np.random.default_rng(5)
-    S, B, D, d = 64, 300, 784, 16
+def _importance_problem(rng, S, B, D, d, dtype):
+    """x, mu_x, logvar_x, t, mu_t, logvar_t of the benchmark's kind (host arrays)."""
     x = rng.random((B, D)).astype(dtype)
     mux = rng.random((S, B, D)).astype(dtype)
     lvx = rng.uniform(-3, 0, (S, B, D)).astype(dtype)
     t = rng.standard_normal((S, B, d)).astype(dtype)
     mt = rng.standard_normal((B, d)).astype(dtype)
     lt = rng.uniform(-1, 1, (B, d)).astype(dtype)
+    return x, mux, lvx, t, mt, lt
+
+
+def test_importance_weights_and_iwae(dtype):
+    S, B, D, d = 64, 300, 784, 16
+    x, mux, lvx, t, mt, lt = _importance_problem(np.random.default_rng(5), S, B, D, d, dtype)
     g = [cupy.asarray(v) for v in (x, t, mt, lt, mux, lvx)]
     lw = lgm.importance_log_weights(g[0], g[1], g[2], g[3], mu_x=g[4], logvar_x=g[5])
     cpu = lgm.importance_log_weights(x, t, mt, lt, mu_x=mux, logvar_x=lvx)
@@ -327,3 +332,38 @@ def test_ppca_and_fa_fit_and_score_on_cupy(dtype):
                                    host.score_samples(Xm), rtol=tol * 10)
         np.testing.assert_allclose(cupy.asnumpy(dev.impute(cupy.asarray(Xm))), host.impute(Xm),
                                    rtol=tol * 100, atol=tol * 100)
+
+
+# --- the fused importance-bound kernel (x-stationary, online logsumexp over s) -------------------
+@pytest.mark.parametrize("gaussian", [True, False], ids=["gaussian", "bernoulli"])
+@pytest.mark.parametrize("S,B,D,K", [(64, 1024, 784, 16), (3, 2000, 784, 5), (13, 37, 250, 3), (9, 5, 500, 2)])
+def test_fused_importance_bounds_vs_composition(dtype, gaussian, S, B, D, K):
+    """Sizes: S = 64 (the benchmark's), S < IW_WARPS (idle warps), S not a multiple of it;
+    B = 2000 beyond one grid of blocks; D = 784 with float4 loads (float64: too long for the
+    registers -> the composition), D = 250 scalar loads, D = 500 double2. Plus a NaN sample and
+    a column whose every sample has log w = -inf (IWAE -inf, no NaN)."""
+    from lgm import _gpu, _launch
+
+    x, mux, lvx, t, mt, lt = _importance_problem(np.random.default_rng(S * B + D), S, B, D, K, dtype)
+    if gaussian:
+        mux[S - 1, B // 2, 0] = np.nan
+        mux[:, B - 1, 1] = np.inf  # every sample of the last column: log w = -inf
+        kw = dict(mu_x=mux, logvar_x=lvx)
+    else:
+        kw = dict(logits=(mux * 8 - 4).astype(dtype))
+        kw["logits"][S - 1, B // 2, 0] = np.nan
+    g = {n: cupy.asarray(v) for n, v in kw.items()}
+    xg, tg, mtg, ltg = (cupy.asarray(a) for a in (x, t, mt, lt))
+    vw = _launch.vector_width(np.dtype(dtype).itemsize, D, [0])
+    assert bool(_gpu.importance_bounds_fits(D, dtype, (xg, *g.values()))) == _launch.bounds_fits(D, vw)
+    lw, el, iw = lgm.importance_bounds(xg, tg, mtg, ltg, **g)
+    assert lw.shape == (S, B) and el.shape == iw.shape == (B,) and lw.dtype == dtype
+    cpu = lgm.importance_bounds(x, t, mt, lt, **kw)
+    comp_lw = lgm.importance_log_weights(xg, tg, mtg, ltg, **g)
+    rtol, atol = (2e-5, 1e-3) if dtype == np.float32 else (1e-12, 1e-9)
+    for got, want in zip((lw, el, iw), cpu):
+        np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(cupy.asnumpy(lw), cupy.asnumpy(comp_lw), rtol=rtol, atol=atol)
+    assert np.isnan(cupy.asnumpy(iw)[B // 2]) and np.isnan(cupy.asnumpy(el)[B // 2])
+    if gaussian:
+        assert cupy.asnumpy(iw)[B - 1] == -np.inf and cupy.asnumpy(el)[B - 1] == -np.inf

@@ -33,6 +33,17 @@ def test_grid_for_rows():
     assert f"#define LSE_TILE_Y {_launch.LSE_TILE_Y}" in text
 
 
+def test_fused_bound_kernel_arithmetic():
+    text = (KERNELS / "importance.cu").read_text()
+    assert f"#define IW_WARPS {_launch.IW_WARPS}" in text and f"#define IW_MAXP {_launch.IW_MAXP}" in text
+    assert _launch.bounds_fits(784, 4) and _launch.bounds_fits(1024, 4) and not _launch.bounds_fits(1028, 4)
+    assert _launch.bounds_fits(512, 2) and not _launch.bounds_fits(784, 2)  # float64: 512 at most
+    assert _launch.bounds_fits(250, 1) and not _launch.bounds_fits(257, 1)
+    assert not _launch.bounds_fits(786, 4)  # not a multiple of the vector width
+    assert _launch.grid_for_blocks(1024, 132) == 1024 and _launch.grid_for_blocks(10**6, 132) == 132 * 8
+    assert _launch.grid_for_blocks(0, 132) == 1
+
+
 def test_kernel_suffix():
     assert _launch.kernel_suffix(np.float32, 4) == "_f32_v4"
     assert _launch.kernel_suffix(np.float64, 2) == "_f64_v2"

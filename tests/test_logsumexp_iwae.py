@@ -125,6 +125,21 @@ def test_elbo_iwae_weights(dtype, rng):
     assert np.all(i >= e - 1e-4)  # Jensen: IWAE >= ELBO for the same samples
 
 
+def test_importance_bounds_is_the_composition(dtype, rng):
+    """importance_bounds = (importance_log_weights, elbo, iwae) on the CPU (the GPU's fused
+    kernel is checked against the same composition in tests/test_gpu.py)."""
+    x, mux, lvx, t, mt, lt = _problem(rng, dtype, S=7)
+    for kw in (dict(mu_x=mux, logvar_x=lvx), dict(logits=mux * 3), dict(mu_x=mux, logvar_x=lvx[0, 0])):
+        lw, e, i = lgm.importance_bounds(x, t, mt, lt, **kw)
+        lw2 = lgm.importance_log_weights(x, t, mt, lt, **kw)
+        np.testing.assert_array_equal(lw, lw2)
+        np.testing.assert_array_equal(e, lgm.elbo(lw2))
+        np.testing.assert_array_equal(i, lgm.iwae(lw2))
+        assert lw.dtype == e.dtype == i.dtype == dtype
+    with pytest.raises(ValueError, match="either mu_x and logvar_x or logits"):
+        lgm.importance_bounds(x, t, mt, lt, mu_x=mux, logvar_x=lvx, logits=mux)
+
+
 def test_importance_weights_all_neg_inf_column():
     lw = np.array([[-np.inf, 0.0], [-np.inf, 0.0]])
     with warnings.catch_warnings():

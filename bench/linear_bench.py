@@ -158,7 +158,7 @@ def main(argv=None):
 
     out("#### EM with missing values (FactorAnalysis, q = 16): ms per EM iteration")
     out("")
-    out("| data | grouped by pattern | row by row (Numba kernel) |")
+    out("| data | grouped by pattern | row by row (per-row E-step kernel) |")
     out("|---|---|---|")
     Xb = X.copy()
     n = X.shape[0]

@@ -436,7 +436,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             st = _DaskStats(X)
             if not (np.all(np.isfinite(st.colsq)) and np.all(np.isfinite(st.mean))):
                 raise ValueError("dask input: NaN or inf found; missing values are supported for "
-                                 "numpy input only (so far)")
+                                 "numpy and cupy input, not dask (so far)")
             W0, psi0 = self._init(st.colsq / st.N, st.D, q)
             self._floor = self._noise_floor(st.colsq / st.N)
             return self._fit_em(self._complete_step(st), W0, psi0, st.mean)

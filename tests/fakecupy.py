@@ -145,6 +145,10 @@ class FakeGPU(types.ModuleType):
         return lambda *args: twin(*(a._a if isinstance(a, ndarray) else a for a in args))
 
     @staticmethod
+    def backend_info():
+        return "no GPU: the CPU stand-in of tests/fakecupy.py (a dry run)"
+
+    @staticmethod
     def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
         from lgm._cpu import lowrank
 

@@ -57,14 +57,6 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at max_iter before the log-likelihood gain fell below tol."""
 
 
-def _col_sumsq(X):
-    """sum_n x_nd^2 per column, float64, on the host (no float64 copy of X on the CPU; a
-    transient one on the GPU)."""
-    if array_module(X) == "numpy":
-        return np.einsum("nd,nd->d", X, X, dtype=np.float64)
-    return to_host((X.astype(np.float64) ** 2).sum(axis=0))
-
-
 class _MeanOnly:
     """What the closed form needs from a numpy or cupy X: the data and their mean (one pass)."""
 
@@ -75,20 +67,21 @@ class _MeanOnly:
 
 
 class _Stats:
-    """What EM needs from X, computed once: the mean, sum_n x_n (mean-centred) column sums of
-    squares, and X itself (for the two BLAS products per iteration)."""
+    """What EM needs from X, computed once: the mean, the centred column sums of squares, X
+    itself (for the two products per iteration) and the float64 block buffer they reuse."""
 
     def __init__(self, X):
         self.X = X
         self.N, self.D = X.shape
         self.mean = to_host(X.mean(axis=0, dtype=np.float64))  # D
-        sq = _col_sumsq(X)  # D
-        self.colsq = np.maximum(sq - self.N * self.mean**2, 0.0)  # sum_n (x_nd - mean_d)^2
-        self._buf = None
+        self._buf = _block_buffer(X)
+        xp = backend(X)[0]
+        colsq = xp.zeros(self.D)
+        for R in _centred_blocks(X, self.mean, self._buf):
+            colsq += (R * R).sum(axis=0)
+        self.colsq = to_host(colsq)  # sum_n (x_nd - mean_d)^2
 
     def partials(self, Wp, Minv):
-        if self._buf is None:
-            self._buf = _block_buffer(self.X)
         return _chunk_partials(self.X, self.mean, Wp, Minv, self._buf)
 
 

@@ -27,6 +27,11 @@ def array_module(a):
     return "cupy" if mod == "cupy" else "numpy"
 
 
+def to_host(a):
+    """A numpy copy of a cupy array; a numpy array (or anything numpy takes) as numpy."""
+    return a.get() if array_module(a) == "cupy" else np.asarray(a)
+
+
 def check_floats(fname, **arrays):
     """Validate dtypes and array modules; return (module_name, dtype, dict of arrays).
 

@@ -41,8 +41,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from . import _lowrank_batched
-from ._validate import array_module
-from .lowrank import backend, lowrank_gaussian_logpdf, to_host, woodbury_factor
+from ._validate import array_module, to_host
+from .lowrank import backend, lowrank_gaussian_logpdf, woodbury_factor
 
 __all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning"]
 
@@ -336,7 +336,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self, X, y=None):
-        """Fit to X of shape (n_samples, n_features) (numpy or dask). NaN entries are missing
+        """Fit to X of shape (n_samples, n_features) (numpy, cupy or dask). NaN entries are missing
         values for EM (FactorAnalysis, PPCA with method="em"). Returns self."""
         with self._blas():
             return self._fit(X)
@@ -434,24 +434,24 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             self._floor = self._noise_floor(st.colsq / st.N)
             return self._fit_em(self._complete_step(st), W0, psi0, st.mean)
         xp, k = backend(X)
-        missing = xp.isnan(X)
-        if not bool(missing.any()):
+        nan = xp.isnan(X)
+        if not bool(nan.any()):
             st = _Stats(X)
             W0, psi0 = self._init(st.colsq / st.N, st.D, q)
             self._floor = self._noise_floor(st.colsq / st.N)
             W, psi, mean, n_iter, hist = self._fit_em(self._complete_step(st), W0, psi0, st.mean)
             return W, psi, mean, n_iter, hist
-        missing = to_host(missing)  # N x D booleans: the grouping is host work, done once
+        missing = to_host(nan)  # N x D booleans: the grouping is host work, done once
         counts = (~missing).sum(0)
         if (counts == 0).any():
             raise ValueError(f"{type(self).__name__}: feature(s) {np.flatnonzero(counts == 0).tolist()} "
                              "have no observed value (all NaN): drop them")
         # starting point: the observed entries' means and variances per feature (two passes)
-        X0 = xp.where(xp.isnan(X), 0.0, X.astype(np.float64))
+        X0 = xp.where(nan, 0.0, X.astype(np.float64))
         mean0 = to_host(X0.sum(axis=0)) / counts
-        R0 = xp.where(xp.isnan(X), 0.0, X0 - xp.asarray(mean0))
+        R0 = xp.where(nan, 0.0, X0 - xp.asarray(mean0))
         var0 = to_host((R0 * R0).sum(axis=0)) / counts
-        del X0, R0
+        del X0, R0, nan
         W0, psi0 = self._init(var0, X.shape[1], q)
         self._floor = self._noise_floor(var0)
         N = X.shape[0]
@@ -489,11 +489,10 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             if rest.size:  # the other rows, each with its own q x q system (per-row kernels)
                 k.missing_estep(ez_r, sig_r, ll_r, X_rest, *(xp.asarray(v) for v in (mean, W, inv_psi, log_psi)))
                 ll_sum += float(ll_r.sum())
-                sums = (A, c, sxx, nd) if xp is np else tuple(xp.zeros(v.shape) for v in (A, c, sxx, nd))
+                sums = tuple(xp.zeros(v.shape) for v in (A, c, sxx, nd))  # on X's device
                 _lowrank_batched.missing_mstep_stats(xp, *sums, X_rest, ez_r, sig_r)
-                if xp is not np:  # the device sums, added on the host
-                    for host, dev in zip((A, c, sxx, nd), sums):
-                        host += to_host(dev)
+                for host, dev in zip((A, c, sxx, nd), sums):
+                    host += to_host(dev)
             # theta_d = [W_d, mean_d] solves theta_d A_d = c_d; psi_d = (sxx_d - theta_d . c_d) / n_d
             il = np.tril_indices(q + 1, -1)
             A[:, il[1], il[0]] = A[:, il[0], il[1]]  # symmetrise (the kernel fills the lower part)

@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from ._validate import array_module, check_floats
+from ._validate import array_module, check_floats, to_host
 
 __all__ = ["lowrank_gaussian_logpdf"]
 
@@ -33,11 +33,6 @@ def backend(a):
     from ._cpu import lowrank
 
     return np, lowrank
-
-
-def to_host(a):
-    """A numpy copy of a cupy array (a numpy array or scalar as it is)."""
-    return a.get() if array_module(a) == "cupy" else np.asarray(a)
 
 
 def woodbury_factor(W, psi):
@@ -105,9 +100,9 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     N, D = x.shape
     if D == 0:
         raise ValueError(f"{fname}: expected D >= 1 features, got x of shape {x.shape}")
-    # the parameters are O(D q): checked and factorised on the host
-    psi = _check_params(fname, D, dtype, *(to_host(a[n]) for n in ("mean", "W", "psi")))
-    mean, W = to_host(a["mean"]), to_host(a["W"])
+    # the parameters are O(D q): copied to the host once, checked and factorised there
+    mean, W, psi = (to_host(a[n]) for n in ("mean", "W", "psi"))
+    psi = _check_params(fname, D, dtype, mean, W, psi)
 
     x = xp.ascontiguousarray(x)
     psi64 = psi.astype(np.float64)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from . import ops
-from ._validate import array_module as _array_module_name
+from ._validate import array_module as _array_module_name, to_host
 
 __all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "ConstantLogvar",
            "Sequential", "Adam", "array_module", "serial_kernels"]
@@ -177,7 +177,7 @@ class Params:
 
     def state(self):
         """Named host copies of the parameters (for .npz files)."""
-        return {n: _to_host(v) for n, v in self.views.items()}
+        return {n: to_host(v) for n, v in self.views.items()}
 
     def load_state(self, state):
         for name, shape, _ in self._specs:
@@ -192,14 +192,10 @@ class Params:
 
     def to(self, xp):
         """Move the buffers to numpy or cupy (views are rebuilt)."""
-        self.data = xp.asarray(_to_host(self.data) if xp is np else self.data)
+        self.data = xp.asarray(to_host(self.data) if xp is np else self.data)
         self.grad = xp.zeros_like(self.data)
         self._make_views()
         return self
-
-
-def _to_host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 # --- initialisers (PyTorch's defaults, so both start from the same distribution) ---------------
@@ -529,7 +525,7 @@ class Adam:
             _adam_xp(P.data, self.m, self.v, P.grad, self.lr, b1, b2, self.eps, c1, c2)
 
     def state(self):
-        return {"m": _to_host(self.m), "v": _to_host(self.v), "t": np.int64(self.t)}
+        return {"m": to_host(self.m), "v": to_host(self.v), "t": np.int64(self.t)}
 
     def load_state(self, st):
         xp = array_module(self.m)

@@ -205,12 +205,12 @@ class VAE:
 
     def linear_decoder(self):
         """(W (D, d), mean (D,), psi (D,)) of a linear decoder, as host arrays."""
-        from .nn import _to_host
+        from ._validate import to_host
 
         v = self.params.views
-        W = _to_host(v["dec.W"]).T.copy()
-        b = _to_host(v["dec.b"]).copy()
-        c = _to_host(v["dec.logvar"]).astype(np.float64)
+        W = to_host(v["dec.W"]).T.copy()
+        b = to_host(v["dec.b"]).copy()
+        c = to_host(v["dec.logvar"]).astype(np.float64)
         psi = np.exp(np.logaddexp(c, self.log_var_floor)) * np.ones(self.D)
         return W, b, psi.astype(self.dtype)
 

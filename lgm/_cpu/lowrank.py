@@ -3,8 +3,9 @@
 The per-row parts of the exact log-likelihood (Woodbury identity and matrix determinant lemma,
 Tipping & Bishop 1999, Appendix; Bishop 2006, eq. 12.43): the matrix products stay in BLAS, the
 kernels do what BLAS cannot (row-wise sums; rows with missing entries, each with its own q x q
-system). The M-step sums with missing values are matrix products: lgm/_lowrank_batched.py. Accumulation is in float64 for every input dtype: the q x q factorisations and sums of
-D terms are where precision is lost, and they are O(q^2) / O(D) per row, not the bottleneck.
+system; the M-step sums with missing values are matrix products, in lgm/_lowrank_batched.py).
+Accumulation is in float64 for every input dtype: the q x q factorisations and sums of D terms
+are where precision is lost, and they are O(q^2) / O(D) per row, not the bottleneck.
 """
 
 from __future__ import annotations

@@ -349,6 +349,19 @@ def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, lo
     return out.reshape(lead)
 
 
+def _fused_bounds_layout(x, dec1, dec2, t, mt, lt):
+    """(S, B, D, K) when the operands have the fused bound kernel's layout — x (B, D); both
+    decoder outputs (S, B, D); t (S, B, K); mu_t, logvar_t (B, K); all non-empty and
+    C-contiguous — else None."""
+    if x.ndim != 2 or t.ndim != 3:
+        return None
+    (S, B, K), D = t.shape, x.shape[1]
+    ok = (min(S, B, D, K) >= 1 and x.shape[0] == B and dec1.shape == dec2.shape == (S, B, D)
+          and mt.shape == lt.shape == (B, K)
+          and all(v.flags.c_contiguous for v in (x, dec1, dec2, t, mt, lt)))
+    return (S, B, D, K) if ok else None
+
+
 def importance_bounds(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, logits=None):
     """The log-weights and both bounds in one call: ``(log_w, elbo, iwae)``.
 
@@ -371,22 +384,15 @@ def importance_bounds(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, logits=
     one_decoder = (mu_x is not None and logvar_x is not None) if gaussian else (mu_x is None and logvar_x is None)
     if mod == "cupy" and one_decoder:
         dec = (a["mu_x"], a["logvar_x"]) if gaussian else (a["logits"], a["logits"])
-        xx, tt, mt, lt = a["x"], a["t"], a["mu_t"], a["logvar_t"]
-        plain = (xx.ndim == 2 and tt.ndim == 3 and mt.ndim == 2 and lt.ndim == 2
-                 and all(d.ndim == 3 for d in dec))
-        if plain:
-            S, B, K = tt.shape
-            D = xx.shape[1]
-            plain = (S >= 1 and B >= 1 and D >= 1 and K >= 1 and xx.shape[0] == B
-                     and all(d.shape == (S, B, D) for d in dec) and mt.shape == lt.shape == (B, K)
-                     and all(v.flags.c_contiguous for v in (xx, tt, mt, lt, *dec)))
-        if plain:
-            xp, k = _backend(fname, mod)
-            vw = k.importance_bounds_fits(D, dtype, (xx, *dec))
-            if vw:
-                lw, el, iw = xp.empty((S, B), dtype), xp.empty(B, dtype), xp.empty(B, dtype)
-                k.importance_bounds(lw, el, iw, xx, dec[0], dec[1], tt, mt, lt, gaussian, vw)
-                return lw, el, iw
+        operands = (a["x"], *dec, a["t"], a["mu_t"], a["logvar_t"])
+        shape = _fused_bounds_layout(*operands)
+        xp, k = _backend(fname, mod)
+        vw = shape is not None and k.importance_bounds_fits(shape[2], dtype, operands[:3])
+        if vw:
+            S, B = shape[:2]
+            lw, el, iw = xp.empty((S, B), dtype), xp.empty(B, dtype), xp.empty(B, dtype)
+            k.importance_bounds(lw, el, iw, *operands, gaussian, vw)
+            return lw, el, iw
     lw = importance_log_weights(x, t, mu_t, logvar_t, mu_x=mu_x, logvar_x=logvar_x, logits=logits)
     return lw, elbo(lw), iwae(lw)
 

@@ -36,7 +36,7 @@ __device__ void bernoulli_logpmf_grad(T* __restrict__ out, T* __restrict__ dl,
     T acc = T(0);
     for (int j = lane; j < D; j += 32) {
       T xv = __ldg(xr + j), l = __ldg(lr + j);
-      acc += xv * l - softplus(l);
+      acc += bernoulli_term(xv, l);
       dl[r * D + j] = wr * (xv - T(1) / (T(1) + Math<T>::exp_(-l)));
     }
     acc = warp_sum(acc);

@@ -127,6 +127,16 @@ __device__ __forceinline__ long long operand_row(const RowIdx& ix, const long lo
   extern "C" __global__ void NAME##_f64_v2 PARAMS(double) { NAME<double, 2> ARGS; }   \
   extern "C" __global__ void NAME##_f64_v1 PARAMS(double) { NAME<double, 1> ARGS; }
 
+// The per-element terms of the row sums: (x - mu)^2 e^{-lv} + lv (Gaussian, before the -1/2 and
+// the log 2 pi) and x l - softplus(l) (Bernoulli).
+template <typename T> __device__ __forceinline__ T gaussian_term(T x, T m, T l) {
+  const T d = x - m;
+  return d * d * Math<T>::exp_(-l) + l;
+}
+template <typename T> __device__ __forceinline__ T bernoulli_term(T x, T l) {
+  return x * l - softplus(l);
+}
+
 // Per-lane partial sums of a row (the caller reduces over the warp), shared by the log-density
 // and the importance-weight kernels. STREAM_X: x is read once (streaming loads) or re-read
 // across samples (cached loads).
@@ -140,10 +150,7 @@ __device__ __forceinline__ T gaussian_row_partial(const T* __restrict__ xr, cons
     Pack<T, VW> a = STREAM_X ? ldcs<T, VW>(xr, j) : ld<T, VW>(xr, j);
     Pack<T, VW> m = ldcs<T, VW>(mr, j), l = ldcs<T, VW>(lr, j);
 #pragma unroll
-    for (int c = 0; c < VW; ++c) {
-      T d = a.v[c] - m.v[c];
-      acc += d * d * Math<T>::exp_(-l.v[c]) + l.v[c];
-    }
+    for (int c = 0; c < VW; ++c) acc += gaussian_term(a.v[c], m.v[c], l.v[c]);
   }
   return acc;  // sum over this lane's entries of (x - mu)^2 e^{-lv} + lv
 }
@@ -158,7 +165,7 @@ __device__ __forceinline__ T bernoulli_row_partial(const T* __restrict__ xr, con
     Pack<T, VW> a = STREAM_X ? ldcs<T, VW>(xr, j) : ld<T, VW>(xr, j);
     Pack<T, VW> l = ldcs<T, VW>(lr, j);
 #pragma unroll
-    for (int c = 0; c < VW; ++c) acc += a.v[c] * l.v[c] - softplus(l.v[c]);
+    for (int c = 0; c < VW; ++c) acc += bernoulli_term(a.v[c], l.v[c]);
   }
   return acc;  // sum over this lane's entries of x l - softplus(l)
 }

@@ -10,8 +10,8 @@ __device__ __forceinline__ T latent_term(const T* __restrict__ t, const T* __res
                                          const T* __restrict__ lt, int K, int lane) {
   T lat = T(0);
   for (int j = lane; j < K; j += 32) {
-    T tk = __ldg(t + j), d = tk - __ldg(mt + j), l = __ldg(lt + j);
-    lat += d * d * Math<T>::exp_(-l) + l - tk * tk;
+    const T tk = __ldg(t + j);
+    lat += gaussian_term(tk, __ldg(mt + j), __ldg(lt + j)) - tk * tk;
   }
   return lat;
 }
@@ -112,13 +112,10 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
           if (GAUSS) {
             const Pack<T, VW> pl = ldcs<T, VW>(br, j);
 #pragma unroll
-            for (int c = 0; c < VW; ++c) {
-              const T d = xr[p].v[c] - pa.v[c];
-              acc += d * d * Math<T>::exp_(-pl.v[c]) + pl.v[c];
-            }
+            for (int c = 0; c < VW; ++c) acc += gaussian_term(xr[p].v[c], pa.v[c], pl.v[c]);
           } else {
 #pragma unroll
-            for (int c = 0; c < VW; ++c) acc += xr[p].v[c] * pa.v[c] - softplus(pa.v[c]);
+            for (int c = 0; c < VW; ++c) acc += bernoulli_term(xr[p].v[c], pa.v[c]);
           }
         }
       }

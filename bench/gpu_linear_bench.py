@@ -15,32 +15,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import cupy  # noqa: E402
+from linear_bench import best as _best  # noqa: E402
 
 import lgm  # noqa: E402
 
 
-def sync():
-    cupy.cuda.Device().synchronize()
-
-
 def best(fn, reps=3):
-    fn()
-    sync()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
+    """Best wall time of fn with the device synchronised before the clock stops."""
+    return _best(lambda: (fn(), cupy.cuda.Device().synchronize()), reps=reps)
 
 
 def planted(N, D, q, seed=0):

@@ -9,9 +9,10 @@ It keeps cupy's rules that host code can break, and nothing else:
 - a numpy array mixed into an operation, a function call or an index raises TypeError (numpy
   scalars and Python numbers are fine);
 - reductions give 0-d arrays, not numpy scalars.
-The GPU kernels are replaced by their CPU counterparts (``FakeGPU``): the Numba row pass for the
-CUDA kernel, and lgm._lowrank_batched run on this module for the batched cuBLAS/cuSOLVER twins,
-so that code runs under the same strict rules. What this cannot check: the CUDA source itself,
+The GPU launchers are replaced by their CPU counterparts (``FakeGPU``): lgm._lowrank_batched run
+on this module for the batched cuBLAS/cuSOLVER twins (so that code runs under the same strict
+rules), the CPU composition for the fused importance-bound kernel, and the Numba twin (same name
+and arguments) for every other CUDA kernel. What this cannot check: the CUDA source itself,
 cupy's own numerics, and device memory (those need tests/test_gpu.py on a GPU).
 """
 

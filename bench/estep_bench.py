@@ -1,5 +1,5 @@
 """E-step strategies side by side under equal time budgets — the script form of
-`lgm estep-bench` (same code, lgm.demo.estep_bench), for runs from a checkout:
+`lgm estep-bench` (same code, lgm.front.demo.estep_bench), for runs from a checkout:
 
     python bench/estep_bench.py --experiments ppca --seeds 3          # ~2 minutes on 2 cores
     python bench/estep_bench.py --experiments mnist --seeds 2 --budget 20   # ~12 minutes

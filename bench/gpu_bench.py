@@ -143,7 +143,7 @@ def case_importance(S, B, D, d, dtype, torch, compile_):
             impls["torch.compile"] = lambda: cf(*targs)
     # breakdown (printed, not in the table): the fused kernel alone with prepared operands, and
     # the IWAE reduction alone, to separate kernel time from host-side dispatch
-    from lgm import _gpu
+    from lgm._backends.gpu import launchers as _gpu
     from lgm._validate import RowOperands
 
     lead = (S, B)
@@ -209,7 +209,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch = get_torch()
     compile_ = torch is not None and not args.no_compile
-    from lgm import _gpu
+    from lgm._backends.gpu import launchers as _gpu
 
     info = _gpu.backend_info()
     bw = copy_bandwidth(2 * 1024**3 if not args.quick else 256 * 1024**2)

@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee 
 rc=0
 cmake -S . -B build-gpu -DLGM_CUDA_ARCHITECTURES="80;90" >/dev/null && cmake --build build-gpu 2>&1 | tail -3 || rc=1
 export LGM_FATBIN_DIR="$PWD/build-gpu/lgm_kernels"
-python3 -c "import lgm._gpu as g; print(g.backend_info())" 2>&1 | tee "$OUT/backend.txt"
+python3 -c "import lgm.ops as o; print(o.gpu_info())" 2>&1 | tee "$OUT/backend.txt"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_launch.py \
   tests/test_gpu_dispatch.py tests/test_lowrank_batched.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1

@@ -3,7 +3,8 @@
     python bench/gpu_dryrun.py tests/test_gpu.py -k "ppca or fused_importance"   # pytest arguments
     python bench/gpu_dryrun.py --bench-linear                                    # gpu_linear_bench.py --quick
 
-cupy is replaced by the strict stand-in of tests/fakecupy.py, and lgm._gpu by its CPU twins:
+cupy is replaced by the strict stand-in of tests/fakecupy.py, and the CUDA launchers
+(lgm._backends.gpu.launchers) by their CPU twins:
 - the lowrank launchers;
 - the fused importance-bound kernel (computed by the CPU composition);
 - every other launcher (its Numba twin).
@@ -27,18 +28,18 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 import fakecupy  # noqa: E402
 
 import lgm  # noqa: E402
-import lgm.ops  # noqa: E402
+import lgm._backends.gpu  # noqa: E402
 
 
 def install():
     fc = fakecupy.cupy
     fc.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
                                     Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
-    fake_gpu = fakecupy.FakeGPU()
+    backend = fakecupy.fake_backend()
     sys.modules["cupy"] = fc
-    sys.modules["lgm._gpu"] = fake_gpu
-    lgm._gpu = fake_gpu
-    lgm.ops._BACKENDS["cupy"] = (fc, fake_gpu)
+    sys.modules["lgm._backends.gpu.launchers"] = backend.kernels
+    lgm._backends.gpu.launchers = backend.kernels
+    lgm._backends._BACKENDS["cupy"] = backend
 
 
 def main(argv):

@@ -60,7 +60,7 @@ def main(argv=None):
     N, D, q = (8000 if args.quick else 60000), 784, 16
     X = planted(N, D, q)
     Xg = cupy.asarray(X)
-    from lgm import _gpu
+    from lgm._backends.gpu import launchers as _gpu
 
     device = _gpu.backend_info().split(";")[0]
     rows = []

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from lgm._cpu import kernels  # noqa: E402
-from lgm._cpu.fastmath import fexp_nonan  # noqa: E402
+from lgm._backends.cpu import kernels  # noqa: E402
+from lgm._backends.cpu.fastmath import fexp_nonan  # noqa: E402
 
 _FM = {"reassoc", "contract"}
 

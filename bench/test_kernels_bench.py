@@ -12,7 +12,7 @@ import os
 import numba
 import pytest
 
-from lgm import bench
+from lgm.front import bench
 
 THREADS = int(os.environ.get("LGM_BENCH_THREADS", "2"))
 TORCH = bench._torch()

@@ -60,7 +60,7 @@ def lgm_model(kind, lik, seed=0):
 
 
 def lgm_throughput(kind, lik, steps, warm=5):
-    from lgm.nn import Adam, serial_kernels
+    from lgm.nn import Adam
 
     X = _data(lik).X_train
     m = lgm_model(kind, lik)
@@ -74,7 +74,7 @@ def lgm_throughput(kind, lik, steps, warm=5):
         m.loss_and_grad(xb, rng)
         opt.step()
 
-    with serial_kernels():  # as lgm.vae.train does
+    with m.params.backend.threads():  # the model's threading policy, as in training
         for i in range(warm):
             step(i)
         t0 = time.perf_counter()

@@ -7,9 +7,9 @@
 
 template <typename T>
 __device__ __forceinline__ T latent_term(const T* __restrict__ t, const T* __restrict__ mt,
-                                         const T* __restrict__ lt, int K, int lane) {
+                                         const T* __restrict__ lt, int d, int lane) {
   T lat = T(0);
-  for (int j = lane; j < K; j += 32) {
+  for (int j = lane; j < d; j += 32) {
     const T tk = __ldg(t + j);
     lat += gaussian_term(tk, __ldg(mt + j), __ldg(lt + j)) - tk * tk;
   }
@@ -20,7 +20,7 @@ template <typename T, int VW>
 __device__ void importance_log_weights_gaussian(T* __restrict__ out, const T* __restrict__ x,
                                                 const T* __restrict__ mux, const T* __restrict__ lvx,
                                                 const T* __restrict__ t, const T* __restrict__ mt,
-                                                const T* __restrict__ lt, long long R, int D, int K,
+                                                const T* __restrict__ lt, long long R, int D, int d,
                                                 const long long* __restrict__ lead,
                                                 const long long* __restrict__ rs, int k) {
   LGM_WARP_ROWS(R) {
@@ -30,23 +30,23 @@ __device__ void importance_log_weights_gaussian(T* __restrict__ out, const T* __
     const T* lr = lvx + operand_row(ix, lead, rs + 2 * k) * D;
     // x is re-read for every s (cached loads); mu_x and logvar_x stream through once
     T acc = gaussian_row_partial<T, VW, false>(xr, mr, lr, D, lane);
-    T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * K,
-                        mt + operand_row(ix, lead, rs + 4 * k) * K,
-                        lt + operand_row(ix, lead, rs + 5 * k) * K, K, lane);
+    T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * d,
+                        mt + operand_row(ix, lead, rs + 4 * k) * d,
+                        lt + operand_row(ix, lead, rs + 5 * k) * d, d, lane);
     acc = warp_sum(T(-0.5) * acc + T(0.5) * lat);
     if (lane == 0) out[r] = acc - T(0.5) * T(D) * T(LGM_LOG2PI);
   }
 }
 #define IWG_PARAMS(T)                                                                      \
   (T * out, const T* x, const T* mux, const T* lvx, const T* t, const T* mt, const T* lt,  \
-   long long R, int D, int K, const long long* lead, const long long* rs, int k)
-LGM_INSTANTIATE(importance_log_weights_gaussian, IWG_PARAMS, (out, x, mux, lvx, t, mt, lt, R, D, K, lead, rs, k))
+   long long R, int D, int d, const long long* lead, const long long* rs, int k)
+LGM_INSTANTIATE(importance_log_weights_gaussian, IWG_PARAMS, (out, x, mux, lvx, t, mt, lt, R, D, d, lead, rs, k))
 
 template <typename T, int VW>
 __device__ void importance_log_weights_bernoulli(T* __restrict__ out, const T* __restrict__ x,
                                                  const T* __restrict__ lg, const T* __restrict__ t,
                                                  const T* __restrict__ mt, const T* __restrict__ lt,
-                                                 long long R, int D, int K,
+                                                 long long R, int D, int d,
                                                  const long long* __restrict__ lead,
                                                  const long long* __restrict__ rs, int k) {
   LGM_WARP_ROWS(R) {
@@ -54,17 +54,17 @@ __device__ void importance_log_weights_bernoulli(T* __restrict__ out, const T* _
     const T* xr = x + operand_row(ix, lead, rs) * D;
     const T* gr = lg + operand_row(ix, lead, rs + k) * D;
     T acc = bernoulli_row_partial<T, VW, false>(xr, gr, D, lane);
-    T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * K,
-                        mt + operand_row(ix, lead, rs + 4 * k) * K,
-                        lt + operand_row(ix, lead, rs + 5 * k) * K, K, lane);
+    T lat = latent_term(t + operand_row(ix, lead, rs + 3 * k) * d,
+                        mt + operand_row(ix, lead, rs + 4 * k) * d,
+                        lt + operand_row(ix, lead, rs + 5 * k) * d, d, lane);
     acc = warp_sum(acc + T(0.5) * lat);
     if (lane == 0) out[r] = acc;
   }
 }
 #define IWB_PARAMS(T)                                                                       \
   (T * out, const T* x, const T* lg, const T* t, const T* mt, const T* lt, long long R, int D, \
-   int K, const long long* lead, const long long* rs, int k)
-LGM_INSTANTIATE(importance_log_weights_bernoulli, IWB_PARAMS, (out, x, lg, t, mt, lt, R, D, K, lead, rs, k))
+   int d, const long long* lead, const long long* rs, int k)
+LGM_INSTANTIATE(importance_log_weights_bernoulli, IWB_PARAMS, (out, x, lg, t, mt, lt, R, D, d, lead, rs, k))
 
 // ---------------------------------------------------------------------------------------------
 // x-stationary fused bounds: the log-weights of every (s, b) AND their reductions over s,
@@ -74,8 +74,9 @@ LGM_INSTANTIATE(importance_log_weights_bernoulli, IWB_PARAMS, (out, x, lg, t, mt
 // takes s = w, w + IW_WARPS, ... and keeps an online (max, sum) logsumexp; the warps merge in
 // shared memory. The row-wise kernels above re-read x from L2 for every s, so they move 3 rows
 // per (s, b) through the SMs for 2 rows of HBM traffic; here it is 2 + IW_WARPS / S.
-// Layout (the caller checks it): x (B, D); mu_x, logvar_x or logits (S, B, D); t (S, B, K);
-// mu_t, logvar_t (B, K); all C-contiguous, no broadcasting. Bernoulli: dec2 is unused.
+// Layout (the caller checks it): x (B, D); mu_x, logvar_x or logits (S, B, D); t (S, B, d), d the
+// latent dimension;
+// mu_t, logvar_t (B, d); all C-contiguous, no broadcasting. Bernoulli: dec2 is unused.
 #define IW_WARPS 8
 #define IW_MAXP 8
 
@@ -84,7 +85,7 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
                                   const T* __restrict__ x, const T* __restrict__ dec1,
                                   const T* __restrict__ dec2, const T* __restrict__ t,
                                   const T* __restrict__ mt, const T* __restrict__ lt, int S, int B,
-                                  int D, int K) {
+                                  int D, int d) {
   __shared__ T sh_m[IW_WARPS], sh_s[IW_WARPS], sh_sum[IW_WARPS];
   __shared__ int sh_nan[IW_WARPS];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -119,7 +120,7 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
           }
         }
       }
-      const T lat = latent_term(t + r * K, mt + (long long)b * K, lt + (long long)b * K, K, lane);
+      const T lat = latent_term(t + r * d, mt + (long long)b * d, lt + (long long)b * d, d, lane);
       T v;
       if (GAUSS)
         v = warp_sum(T(-0.5) * acc + T(0.5) * lat) - T(0.5) * T(D) * T(LGM_LOG2PI);
@@ -153,8 +154,8 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
 
 #define IWB_BOUNDS_PARAMS(T)                                                                   \
   (T * lw, T * elbo, T * iwae, const T* x, const T* dec1, const T* dec2, const T* t,          \
-   const T* mt, const T* lt, int S, int B, int D, int K)
-#define IWB_BOUNDS_ARGS (lw, elbo, iwae, x, dec1, dec2, t, mt, lt, S, B, D, K)
+   const T* mt, const T* lt, int S, int B, int D, int d)
+#define IWB_BOUNDS_ARGS (lw, elbo, iwae, x, dec1, dec2, t, mt, lt, S, B, D, d)
 template <typename T, int VW>
 __device__ void importance_bounds_gaussian IWB_BOUNDS_PARAMS(T) {
   importance_bounds<T, VW, true> IWB_BOUNDS_ARGS;

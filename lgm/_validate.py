@@ -18,22 +18,13 @@ import numbers
 
 import numpy as np
 
+from ._backends import backend_of, module_name
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def array_module(a):
-    """'cupy' for a cupy array, 'numpy' otherwise (cupy is never imported here)."""
-    mod = type(a).__module__.split(".", 1)[0]
-    return "cupy" if mod == "cupy" else "numpy"
-
-
-def to_host(a):
-    """A numpy copy of a cupy array; a numpy array (or anything numpy takes) as numpy."""
-    return a.get() if array_module(a) == "cupy" else np.asarray(a)
-
-
 def check_floats(fname, **arrays):
-    """Validate dtypes and array modules; return (module_name, dtype, dict of arrays).
+    """Validate dtypes and array modules; return (Backend, dtype, dict of arrays).
 
     ``None`` values are passed through. Python scalars become 0-d arrays of the common dtype.
     Written for a low per-call cost (it runs on every call, also for one-row problems).
@@ -53,7 +44,7 @@ def check_floats(fname, **arrays):
             scalars = True
             continue
         else:
-            mod = array_module(a)
+            mod = module_name(a)
             if mod == "numpy" and not isinstance(a, np.ndarray):
                 a = np.asarray(a)
         mods[name] = mod
@@ -77,7 +68,8 @@ def check_floats(fname, **arrays):
             f"{fname}: expected all arrays to share one dtype, got {desc}; lgm never upcasts "
             "silently, cast explicitly (e.g. mu.astype(x.dtype))"
         )
-    module = next(iter(mods.values()), "numpy")
+    first = next(iter(out.values()), None)
+    be = backend_of(first, fname=fname)
     dtype = next(iter(dtypes.values()), np.dtype(np.float64))
     if scalars or len(out) != len(arrays):
         for name, a in arrays.items():
@@ -87,7 +79,7 @@ def check_floats(fname, **arrays):
                 out[name] = np.asarray(a, dtype=dtype)
         # keep the caller's argument order: kernels index operands by position
         out = {name: out[name] for name in arrays}
-    return module, dtype, out
+    return be, dtype, out
 
 
 def _broadcast_shapes(shapes):

@@ -16,35 +16,95 @@ import numbers
 
 import numpy as np
 
-from ._validate import array_module, check_floats, to_host
+from typing import NamedTuple
 
-__all__ = ["lowrank_gaussian_logpdf"]
+from ._backends import backend_of
+from ._validate import check_floats
+
+__all__ = ["lowrank_gaussian_logpdf", "WoodburyFactor", "woodbury_factor", "woodbury_posterior",
+           "centred_blocks", "block_buffer", "gaussian_loglik"]
 
 LOG_2PI = math.log(2 * math.pi)
 
 
-def backend(a):
-    """(array module, lowrank kernels) for a's device: numpy -> (numpy, lgm._cpu.lowrank),
-    cupy -> (cupy, lgm._gpu), whose twins take the same arguments on device arrays."""
-    if array_module(a) == "cupy":
-        from .ops import _backend
+class WoodburyFactor(NamedTuple):
+    """The q x q pieces of the Woodbury identity and the determinant lemma for
+    C = W W^T + diag(psi), float64 host arrays (Tipping & Bishop 1999, Appendix A):
+    ``Wp`` = Psi^-1 W (D, q), ``Linv`` with L L^T = M = I + W^T Psi^-1 W (q, q), ``Minv`` = M^-1
+    (q, q), ``logdet`` = log|C| = log|M| + sum log psi. Then C^-1 = Psi^-1 - Wp M^-1 Wp^T."""
 
-        return _backend("lgm (cupy arrays)", "cupy")
-    from ._cpu import lowrank
-
-    return np, lowrank
+    Wp: np.ndarray
+    Linv: np.ndarray
+    Minv: np.ndarray
+    logdet: float
 
 
 def woodbury_factor(W, psi):
-    """The q x q pieces of the Woodbury identity and determinant lemma for C = W W^T + diag(psi):
-    (Wp = Psi^-1 W (D, q), Linv with L L^T = M = I + W^T Psi^-1 W, log|C| = log|M| + sum log psi),
-    all float64. Then C^-1 = Psi^-1 - Wp M^-1 Wp^T and M^-1 = Linv^T Linv."""
+    """:class:`WoodburyFactor` of C = W W^T + diag(psi).
+
+    Parameters
+    ----------
+    W : array of shape (D, q) — loadings (host).
+    psi : array of shape (D,) — noise variances, > 0 (host).
+    """
     W = np.asarray(W, np.float64)
     psi = np.asarray(psi, np.float64)
     Wp = W / psi[:, None]  # D, q
     L = np.linalg.cholesky(np.eye(W.shape[1]) + W.T @ Wp)  # q, q
     logdet = 2.0 * np.log(np.diag(L)).sum() + np.log(psi).sum()
-    return Wp, np.linalg.inv(L), logdet
+    Linv = np.linalg.inv(L)
+    return WoodburyFactor(Wp, Linv, Linv.T @ Linv, float(logdet))
+
+
+def woodbury_posterior(B, fac):
+    """The Woodbury E-step, written once for every caller (the log-density, EM's sums, the
+    missing-value groups, the posterior):
+
+    Parameters
+    ----------
+    B : array of shape (n, q), float64, numpy or cupy — rows b_n = W^T Psi^-1 (x_n - mean).
+    fac : :class:`WoodburyFactor`.
+
+    Returns
+    -------
+    E : array (n, q) on B's device — the posterior means E[t_n | x_n] = M^-1 b_n
+        (Tipping & Bishop 1999, eq. 7 in the isotropic case);
+    bMb : array (n,) — b_n^T M^-1 b_n, so that the Mahalanobis term of the log-density is
+        r^T C^-1 r = r^T Psi^-1 r - b^T M^-1 b.
+    """
+    E = B @ backend_of(B).xp.asarray(fac.Minv)
+    return E, (B * E).sum(axis=1)
+
+
+def gaussian_loglik(n_dims, logdet, quad):
+    """log N = -1/2 (n log 2 pi + log|C| + r^T C^-1 r), for scalars or arrays of rows."""
+    return -0.5 * (n_dims * LOG_2PI + logdet + quad)
+
+
+# Rows per float64 block in the sums over rows: ~2 MB on the CPU (cache-sized), ~128 MB on the GPU
+# (fewer, larger cuBLAS calls).
+_BLOCK_ELEMS = {"numpy": 1 << 18, "cupy": 1 << 24}
+
+
+def block_buffer(X):
+    """The float64 block (on X's device) that :func:`centred_blocks` writes rows into; keep it
+    across calls (a fresh multi-MB numpy array costs its page faults on every call)."""
+    be = backend_of(X)
+    N, D = X.shape
+    rows = max(1, min(N, _BLOCK_ELEMS[be.name] // max(D, 1)))
+    return be.xp.empty((rows, D), np.float64)
+
+
+def centred_blocks(X, mean, buf=None):
+    """The rows of X - mean in float64, block by block, each written into ``buf`` (a generator;
+    buf's row count is the block size). Sums over rows of centred float64 blocks keep what
+    float32 products on uncentred data lose to cancellation."""
+    xp = backend_of(X).xp
+    buf = block_buffer(X) if buf is None else buf
+    mean_d = xp.asarray(mean, np.float64)
+    for s in range(0, X.shape[0], buf.shape[0]):
+        blk = X[s:s + buf.shape[0]]
+        yield xp.subtract(blk, mean_d, out=buf[:blk.shape[0]])
 
 
 def _check_params(fname, D, dtype, mean, W, psi):
@@ -89,9 +149,9 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     fname = "lowrank_gaussian_logpdf"
     if isinstance(psi, numbers.Real) and not isinstance(psi, (bool, np.bool_)) and psi <= 0:
         raise ValueError(f"{fname}: expected psi (noise variances) > 0, got {psi!r}")
-    mod, dtype, a = check_floats(fname, x=x, mean=mean, W=W, psi=psi)
+    be, dtype, a = check_floats(fname, x=x, mean=mean, W=W, psi=psi)
     x = a["x"]
-    xp, k = backend(x)
+    xp, low = be.xp, be.lowrank
     one = x.ndim == 1
     if one:
         x = x[None, :]
@@ -101,7 +161,7 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     if D == 0:
         raise ValueError(f"{fname}: expected D >= 1 features, got x of shape {x.shape}")
     # the parameters are O(D q): copied to the host once, checked and factorised there
-    mean, W, psi = (to_host(a[n]) for n in ("mean", "W", "psi"))
+    mean, W, psi = (be.to_host(a[n]) for n in ("mean", "W", "psi"))
     psi = _check_params(fname, D, dtype, mean, W, psi)
 
     x = xp.ascontiguousarray(x)
@@ -112,7 +172,7 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     quad_all = xp.empty(N, np.float64)  # sum_j r_j^2 / psi_j per row
     flags = xp.zeros(N, np.uint8)
     if N:
-        k.row_stats(quad_all, flags, x, xp.asarray(mean), xp.asarray(inv_psi))
+        low.row_stats(quad_all, flags, x, xp.asarray(mean), xp.asarray(inv_psi))
     n_inf = int(((flags & 2) > 0).sum())
     if n_inf:
         raise ValueError(f"{fname}: expected x without inf (NaN marks a missing value), "
@@ -122,13 +182,13 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     if n_complete:
         complete = ~has_nan
         xc = x if n_complete == N else x[complete]
-        Wp, Linv, logdet = woodbury_factor(W, psi64)
+        fac = woodbury_factor(W, psi64)
         # b = W^T Psi^-1 (x - mean) for every row, as one BLAS product without an (N, D) residual
-        B = xc @ xp.asarray(Wp, dtype) - xp.asarray(mean.astype(np.float64) @ Wp)  # N, q
-        C = B.astype(np.float64, copy=False) @ xp.asarray(Linv.T)  # N, q: rows are L^-1 b
+        B = xc @ xp.asarray(fac.Wp, dtype) - xp.asarray(mean.astype(np.float64) @ fac.Wp)  # N, q
+        _, bMb = woodbury_posterior(B.astype(np.float64, copy=False), fac)
         quad = quad_all if n_complete == N else quad_all[complete]
-        quad -= (C * C).sum(axis=1)  # Woodbury: r^T C^-1 r = r^T Psi^-1 r - |L^-1 b|^2
-        vals = -0.5 * (D * LOG_2PI + logdet + quad)
+        quad -= bMb
+        vals = gaussian_loglik(D, fac.logdet, quad)
         if n_complete == N:
             out = vals
         else:
@@ -136,7 +196,7 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     if n_complete < N:
         xm = x[has_nan]
         om = xp.empty(xm.shape[0], np.float64)
-        k.missing_rows_logpdf(om, xm, xp.asarray(mean), xp.asarray(W), xp.asarray(inv_psi),
+        low.missing_rows_logpdf(om, xm, xp.asarray(mean), xp.asarray(W), xp.asarray(inv_psi),
                               xp.asarray(log_psi))
         out[has_nan] = om
     out = out.astype(dtype, copy=False)

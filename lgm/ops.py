@@ -1,7 +1,8 @@
 """Public kernels API: one function per operation, validated once, dispatched by array type.
 
-numpy arrays run on the Numba CPU kernels (``lgm._cpu.kernels``); cupy arrays go to the GPU
-backend (``lgm._gpu``), imported only when a cupy array arrives. Shapes follow one rule: the last
+numpy arrays run on the Numba CPU kernels; cupy arrays go to the CUDA kernels, imported only when
+a cupy array arrives. The device line is crossed in one way: :func:`backend_of` (re-exported
+here, the public face of ``lgm._backends``), which the models use too. Shapes follow one rule: the last
 axis is the event axis (summed over), the leading axes broadcast as in numpy. Outputs have the
 input dtype. See ``lgm._validate`` for the dtype policy (float32/float64 only, no mixing, no
 silent upcast) and ``lgm.reference`` for the plain-numpy specification of each function.
@@ -14,7 +15,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._validate import RowOperands, array_module, broadcast_lead, check_floats
+from ._backends import Backend, backend_for, backend_of, gpu_info, module_name
+from ._validate import RowOperands, broadcast_lead, check_floats
 
 __all__ = [
     "diag_gaussian_logpdf",
@@ -31,32 +33,13 @@ __all__ = [
     "importance_weights",
     "importance_bounds",
     "reparameterize",
+    "im2col",
+    "col2im",
+    "backend_of",
+    "Backend",
+    "backend_for",
+    "device_info",
 ]
-
-
-_BACKENDS: dict = {}
-
-
-def _backend(fname, module):
-    """(array module, kernels module) for the arrays' device: numpy -> Numba, cupy -> CUDA."""
-    hit = _BACKENDS.get(module)
-    if hit is not None:
-        return hit
-    if module == "numpy":
-        from ._cpu import kernels
-
-        hit = (np, kernels)
-    else:
-        try:
-            import cupy
-
-            from . import _gpu
-        except ImportError as exc:  # pragma: no cover - depends on the machine
-            raise RuntimeError(f"{fname}: cupy arrays need the GPU backend (cupy and a CUDA GPU): "
-                               f"{exc}") from exc
-        hit = (cupy, _gpu)
-    _BACKENDS[module] = hit
-    return hit
 
 
 class LogpdfGrad(NamedTuple):
@@ -81,12 +64,12 @@ def diag_gaussian_logpdf(x, mu, logvar):
     array of shape (...): -1/2 sum_j [(x_j - mu_j)^2 e^{-logvar_j} + logvar_j + log 2 pi].
     """
     fname = "diag_gaussian_logpdf"
-    mod, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar)
+    xp, kern = be.xp, be.kernels
     ops = RowOperands(fname, a, xp=xp)
     out = xp.empty(ops.R, dtype)
     if ops.R:
-        k.diag_gaussian_logpdf(out, ops.rows["x"], ops.rows["mu"], ops.rows["logvar"],
+        kern.diag_gaussian_logpdf(out, ops.rows["x"], ops.rows["mu"], ops.rows["logvar"],
                                     ops.lead_arr, ops.rstride)
     return out.reshape(ops.lead)
 
@@ -114,8 +97,8 @@ def diag_gaussian_logpdf_grad(x, mu, logvar, weights=None, wrt=("x", "mu", "logv
     bad = [w for w in wrt if w not in ("x", "mu", "logvar")]
     if bad:
         raise ValueError(f"{fname}: expected wrt to name 'x', 'mu' or 'logvar', got {bad}")
-    mod, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar, weights=weights)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, x=x, mu=mu, logvar=logvar, weights=weights)
+    xp, kern = be.xp, be.kernels
     w = a.pop("weights")
     ops = RowOperands(fname, a, xp=xp)
     w_r = _row_weights(fname, xp, w, ops, dtype)
@@ -123,7 +106,7 @@ def diag_gaussian_logpdf_grad(x, mu, logvar, weights=None, wrt=("x", "mu", "logv
     full = {n: (xp.empty((ops.R, ops.D), dtype) if n in wrt else xp.empty((0, 0), dtype))
             for n in ("x", "mu", "logvar")}
     if ops.R:
-        k.diag_gaussian_logpdf_grad(
+        kern.diag_gaussian_logpdf_grad(
             out, full["x"], full["mu"], full["logvar"],
             ops.rows["x"], ops.rows["mu"], ops.rows["logvar"], w_r,
             "x" in wrt, "mu" in wrt, "logvar" in wrt, ops.lead_arr, ops.rstride)
@@ -139,12 +122,12 @@ def bernoulli_logpmf(x, logits):
     its normaliser); it is not checked.
     """
     fname = "bernoulli_logpmf"
-    mod, dtype, a = check_floats(fname, x=x, logits=logits)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, x=x, logits=logits)
+    xp, kern = be.xp, be.kernels
     ops = RowOperands(fname, a, xp=xp)
     out = xp.empty(ops.R, dtype)
     if ops.R:
-        k.bernoulli_logpmf(out, ops.rows["x"], ops.rows["logits"], ops.lead_arr, ops.rstride)
+        kern.bernoulli_logpmf(out, ops.rows["x"], ops.rows["logits"], ops.lead_arr, ops.rstride)
     return out.reshape(ops.lead)
 
 
@@ -170,15 +153,15 @@ def bernoulli_logpmf_grad(x, logits, weights=None):
     shape of ``logits`` (summed over the axes along which it was broadcast).
     """
     fname = "bernoulli_logpmf_grad"
-    mod, dtype, a = check_floats(fname, x=x, logits=logits, weights=weights)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, x=x, logits=logits, weights=weights)
+    xp, kern = be.xp, be.kernels
     w = a.pop("weights")
     ops = RowOperands(fname, a, xp=xp)
     w_r = _row_weights(fname, xp, w, ops, dtype)
     out = xp.empty(ops.R, dtype)
     dl = xp.empty((ops.R, ops.D), dtype)
     if ops.R:
-        k.bernoulli_logpmf_grad(out, dl, ops.rows["x"], ops.rows["logits"], w_r, ops.lead_arr,
+        kern.bernoulli_logpmf_grad(out, dl, ops.rows["x"], ops.rows["logits"], w_r, ops.lead_arr,
                                 ops.rstride)
     return LogpmfGrad(out.reshape(ops.lead), ops.unbroadcast("logits", dl))
 
@@ -198,24 +181,24 @@ def _row_weights(fname, xp, w, ops, dtype):
 def std_normal_logpdf(t):
     """log N(t | 0, I), summed over the last axis: shape (..., d) -> (...)."""
     fname = "std_normal_logpdf"
-    mod, dtype, a = check_floats(fname, t=t)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, t=t)
+    xp, kern = be.xp, be.kernels
     ops = RowOperands(fname, a, xp=xp)
     out = xp.empty(ops.R, dtype)
     if ops.R:
-        k.std_normal_logpdf(out, ops.rows["t"])
+        kern.std_normal_logpdf(out, ops.rows["t"])
     return out.reshape(ops.lead)
 
 
 def _kl(fname, mu, logvar, want_grad):
-    mod, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
+    xp, kern = be.xp, be.kernels
     ops = RowOperands(fname, a, xp=xp)
     out = xp.empty(ops.R, dtype)
     shape = (ops.R, ops.D) if want_grad else (0, 0)
     dmu, dlv = xp.empty(shape, dtype), xp.empty(shape, dtype)
     if ops.R:
-        k.kl_diag_std_normal(out, dmu, dlv, ops.rows["mu"], ops.rows["logvar"], want_grad,
+        kern.kl_diag_std_normal(out, dmu, dlv, ops.rows["mu"], ops.rows["logvar"], want_grad,
                                   ops.lead_arr, ops.rstride)
     value = out.reshape(ops.lead)
     if not want_grad:
@@ -241,13 +224,13 @@ def logsumexp(a, axis=-1, keepdims=False):
     anywhere in the slice gives NaN. Non-contiguous input is copied once to C order.
     """
     fname = "logsumexp"
-    mod, dtype, arrs = check_floats(fname, a=a)
-    return _logsumexp(fname, mod, arrs["a"], axis, keepdims)
+    be, dtype, arrs = check_floats(fname, a=a)
+    return _logsumexp(fname, be, arrs["a"], axis, keepdims)
 
 
-def _logsumexp(fname, mod, a, axis, keepdims):
+def _logsumexp(fname, be, a, axis, keepdims):
     """logsumexp of an already validated array (no second validation from elbo/iwae)."""
-    xp, k = _backend(fname, mod)
+    xp, kern = be.xp, be.kernels
     dtype = a.dtype
     if axis is None:
         axes = tuple(range(a.ndim))
@@ -284,10 +267,10 @@ def _logsumexp(fname, mod, a, axis, keepdims):
         out = xp.empty((P, Q), dtype)
     elif Q == 1:
         out = xp.empty(P, dtype)
-        k.logsumexp_rows(out, b.reshape(P, n_red))
+        kern.logsumexp_rows(out, b.reshape(P, n_red))
     else:
         out = xp.empty((P, Q), dtype)
-        k.logsumexp_cols(out, b)
+        kern.logsumexp_cols(out, b)
     out = out.reshape(out_shape)
     if keepdims:
         out = xp.expand_dims(out, axes)
@@ -318,9 +301,9 @@ def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, lo
                          "(Bernoulli decoder)")
     if not gaussian and (mu_x is not None or logvar_x is not None):
         raise ValueError(f"{fname}: give either mu_x and logvar_x or logits, not both")
-    mod, dtype, a = check_floats(fname, x=x, mu_x=mu_x, logvar_x=logvar_x, logits=logits, t=t,
+    be, dtype, a = check_floats(fname, x=x, mu_x=mu_x, logvar_x=logvar_x, logits=logits, t=t,
                                  mu_t=mu_t, logvar_t=logvar_t)
-    xp, k = _backend(fname, mod)
+    xp, kern = be.xp, be.kernels
     dec = {"x": a["x"]}
     if gaussian:
         dec.update(mu_x=a["mu_x"], logvar_x=a["logvar_x"])
@@ -339,27 +322,27 @@ def importance_log_weights(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, lo
     out = xp.empty(dops.R, dtype)
     if dops.R:
         if gaussian:
-            k.importance_log_weights_gaussian(
+            kern.importance_log_weights_gaussian(
                 out, dops.rows["x"], dops.rows["mu_x"], dops.rows["logvar_x"], lops.rows["t"],
                 lops.rows["mu_t"], lops.rows["logvar_t"], dops.lead_arr, rs)
         else:
-            k.importance_log_weights_bernoulli(
+            kern.importance_log_weights_bernoulli(
                 out, dops.rows["x"], dops.rows["logits"], lops.rows["t"], lops.rows["mu_t"],
                 lops.rows["logvar_t"], dops.lead_arr, rs)
     return out.reshape(lead)
 
 
 def _fused_bounds_layout(x, dec1, dec2, t, mt, lt):
-    """(S, B, D, K) when the operands have the fused bound kernel's layout — x (B, D); both
-    decoder outputs (S, B, D); t (S, B, K); mu_t, logvar_t (B, K); all non-empty and
+    """(S, B, D, d) when the operands have the fused bound kernel's layout — x (B, D); both
+    decoder outputs (S, B, D); t (S, B, d); mu_t, logvar_t (B, d); all non-empty and
     C-contiguous — else None."""
     if x.ndim != 2 or t.ndim != 3:
         return None
-    (S, B, K), D = t.shape, x.shape[1]
-    ok = (min(S, B, D, K) >= 1 and x.shape[0] == B and dec1.shape == dec2.shape == (S, B, D)
-          and mt.shape == lt.shape == (B, K)
+    (S, B, d), D = t.shape, x.shape[1]
+    ok = (min(S, B, D, d) >= 1 and x.shape[0] == B and dec1.shape == dec2.shape == (S, B, D)
+          and mt.shape == lt.shape == (B, d)
           and all(v.flags.c_contiguous for v in (x, dec1, dec2, t, mt, lt)))
-    return (S, B, D, K) if ok else None
+    return (S, B, D, d) if ok else None
 
 
 def importance_bounds(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, logits=None):
@@ -379,43 +362,43 @@ def importance_bounds(x, t, mu_t, logvar_t, *, mu_x=None, logvar_x=None, logits=
     """
     fname = "importance_bounds"
     gaussian = logits is None
-    mod, dtype, a = check_floats(fname, x=x, mu_x=mu_x, logvar_x=logvar_x, logits=logits, t=t,
+    be, dtype, a = check_floats(fname, x=x, mu_x=mu_x, logvar_x=logvar_x, logits=logits, t=t,
                                  mu_t=mu_t, logvar_t=logvar_t)
     one_decoder = (mu_x is not None and logvar_x is not None) if gaussian else (mu_x is None and logvar_x is None)
-    if mod == "cupy" and one_decoder:
+    if be.name == "cupy" and one_decoder:
         dec = (a["mu_x"], a["logvar_x"]) if gaussian else (a["logits"], a["logits"])
         operands = (a["x"], *dec, a["t"], a["mu_t"], a["logvar_t"])
         shape = _fused_bounds_layout(*operands)
-        xp, k = _backend(fname, mod)
-        vw = shape is not None and k.importance_bounds_fits(shape[2], dtype, operands[:3])
+        xp, kern = be.xp, be.kernels
+        vw = shape is not None and kern.importance_bounds_fits(shape[2], dtype, operands[:3])
         if vw:
             S, B = shape[:2]
             lw, el, iw = xp.empty((S, B), dtype), xp.empty(B, dtype), xp.empty(B, dtype)
-            k.importance_bounds(lw, el, iw, *operands, gaussian, vw)
+            kern.importance_bounds(lw, el, iw, *operands, gaussian, vw)
             return lw, el, iw
     lw = importance_log_weights(x, t, mu_t, logvar_t, mu_x=mu_x, logvar_x=logvar_x, logits=logits)
     return lw, elbo(lw), iwae(lw)
 
 
 def _log_w(fname, log_w):
-    mod, dtype, a = check_floats(fname, log_w=log_w)
+    be, dtype, a = check_floats(fname, log_w=log_w)
     lw = a["log_w"]
     if lw.ndim == 0 or lw.shape[0] == 0:
         raise ValueError(f"{fname}: expected log_w of shape (S, ...) with S >= 1, got {lw.shape}")
-    return mod, lw
+    return be, lw
 
 
 def elbo(log_w, axis=0):
     """Monte Carlo ELBO: the mean of the log-weights over the sample axis (default 0)."""
-    mod, lw = _log_w("elbo", log_w)
+    _, lw = _log_w("elbo", log_w)
     return lw.mean(axis=axis)
 
 
 def iwae(log_w, axis=0):
     """Importance-weighted bound (Burda et al. 2016): logsumexp over samples minus log S."""
-    mod, lw = _log_w("iwae", log_w)
+    be, lw = _log_w("iwae", log_w)
     S = lw.shape[axis]
-    out = _logsumexp("iwae", mod, lw, axis, False)
+    out = _logsumexp("iwae", be, lw, axis, False)
     out -= lw.dtype.type(math.log(S))
     return out
 
@@ -426,9 +409,9 @@ def importance_weights(log_w, axis=0):
     They weight the per-sample gradients in the IWAE gradient. A slice whose weights are all
     zero (every log-weight -inf) has no defined normalisation; its weights are returned as 0.
     """
-    mod, lw = _log_w("importance_weights", log_w)
-    lse = _logsumexp("importance_weights", mod, lw, axis, True)
-    xp, _ = _backend("importance_weights", mod)
+    be, lw = _log_w("importance_weights", log_w)
+    lse = _logsumexp("importance_weights", be, lw, axis, True)
+    xp = be.xp
     safe = xp.where(xp.isfinite(lse), lse, lw.dtype.type(0))
     with np.errstate(invalid="ignore", over="ignore"):
         w = xp.exp(lw - safe)
@@ -449,8 +432,8 @@ def reparameterize(mu, logvar, rng, n_samples=None):
     (t, eps): both of the draw's shape; eps is what the reparameterisation gradient needs.
     """
     fname = "reparameterize"
-    mod, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
-    xp, k = _backend(fname, mod)
+    be, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
+    xp, kern = be.xp, be.kernels
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) or rng is None:
         rng = xp.random.default_rng(rng)
     elif not isinstance(rng, (np.random.Generator, xp.random.Generator)):
@@ -467,7 +450,7 @@ def reparameterize(mu, logvar, rng, n_samples=None):
     ops2 = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, D=ops.D, lead=shape[:-1], xp=xp)
     t = xp.empty_like(eps)
     if t.size:
-        k.reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
+        kern.reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
                          eps.reshape(-1, ops.D), ops2.lead_arr, ops2.rstride)
     return t, eps
 
@@ -495,12 +478,12 @@ def im2col(x, k, stride=1, padding=0, out=None):
     = x[b, i stride + u - padding, j stride + v - padding] (0 outside the image).
     """
     fname = "im2col"
-    mod, dtype, a = check_floats(fname, x=x)
+    be, dtype, a = check_floats(fname, x=x)
     x = a["x"]
     _conv_ints(fname, k=k, stride=stride, padding=padding)
     if x.ndim != 4:
         raise ValueError(f"{fname}: expected x of shape (B, H, W, C), got {x.shape}")
-    xp, kern = _backend(fname, mod)
+    xp, kern = be.xp, be.kernels
     B, H, W, C = x.shape
     Ho, Wo = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
     if Ho < 1 or Wo < 1:
@@ -510,8 +493,8 @@ def im2col(x, k, stride=1, padding=0, out=None):
         cols = xp.empty(shape, dtype)
     else:
         if (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous
-                or array_module(out) != mod):
-            raise ValueError(f"{fname}: expected out to be a C-contiguous {mod} array of shape "
+                or module_name(out) != be.name):
+            raise ValueError(f"{fname}: expected out to be a C-contiguous {be.name} array of shape "
                              f"{shape} and dtype {dtype}, got {out.shape} {out.dtype}")
         cols = out
     if cols.size:
@@ -523,13 +506,41 @@ def col2im(cols, H, W, stride=1, padding=0):
     """The adjoint of :func:`im2col`: scatter-add patches (B, Ho, Wo, k, k, C) back into images
     (B, H, W, C) (what padding covers is dropped)."""
     fname = "col2im"
-    mod, dtype, a = check_floats(fname, cols=cols)
+    be, dtype, a = check_floats(fname, cols=cols)
     cols = a["cols"]
     _conv_ints(fname, H=H, W=W, stride=stride, padding=padding)
     if cols.ndim != 6 or cols.shape[3] != cols.shape[4]:
         raise ValueError(f"{fname}: expected cols of shape (B, Ho, Wo, k, k, C), got {cols.shape}")
-    xp, kern = _backend(fname, mod)
+    xp, kern = be.xp, be.kernels
     out = xp.empty((cols.shape[0], H, W, cols.shape[5]), dtype)
     if out.size:
         kern.col2im(out, xp.ascontiguousarray(cols), stride, padding)
     return out
+
+
+def device_info():
+    """Lines describing the devices: numpy and Numba, the CPU vector width (``LGM_VECTOR_WIDTH``),
+    and the GPU backend or why it is unavailable."""
+    import numba
+
+    from ._config import VECTOR_WIDTH_INFO
+
+    lines = [f"numpy {np.__version__}, numba {numba.__version__} "
+             f"({numba.config.NUMBA_NUM_THREADS} threads)", f"CPU vectors: {VECTOR_WIDTH_INFO}"]
+    try:
+        lines.append("GPU: " + gpu_info())
+    except Exception as exc:  # noqa: BLE001 - report whatever stops the GPU backend
+        lines.append(f"GPU: unavailable ({exc})")
+    return lines
+
+
+# Row functions for users' own @numba.njit code (1-D rows, float32 or float64): the CPU kernels'
+# building blocks, reached here so that user code needs no private module.
+NJIT_ROWS = ("diag_gaussian_logpdf_row", "bernoulli_logpmf_row", "std_normal_logpdf_row",
+             "kl_diag_std_normal_row")
+
+
+def __getattr__(name):
+    if name in NJIT_ROWS:
+        return getattr(backend_of(np.empty(0)).kernels, name)
+    raise AttributeError(f"module 'lgm.ops' has no attribute {name!r}")

@@ -80,3 +80,38 @@ def importance_weights(log_w):
 
 def reparameterize(mu, logvar, eps):
     return mu + np.exp(0.5 * logvar) * eps
+
+
+def im2col(x, k, s, p, Ho, Wo):
+    """Patches (B, Ho, Wo, k, k, C) of NHWC images (B, H, W, C) with zero padding p, by k*k
+    strided slice copies. Written for any array module (numpy or cupy), so that the CUDA kernel
+    is checked against the same specification as the Numba one."""
+    xp = _xp(x)
+    B, H, W, C = x.shape
+    if p:
+        xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), x.dtype)
+        xpad[:, p:p + H, p:p + W] = x
+    else:
+        xpad = x
+    cols = xp.empty((B, Ho, Wo, k, k, C), x.dtype)
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j, :] = xpad[:, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s, :]
+    return cols
+
+
+def col2im(cols, H, W, s, p):
+    """The adjoint of :func:`im2col`: k*k strided slice adds into a padded buffer, then crop."""
+    xp = _xp(cols)
+    B, Ho, Wo, k, _, C = cols.shape
+    out = xp.zeros((B, H + 2 * p, W + 2 * p, C), cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[:, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s, :] += cols[:, :, :, i, j, :]
+    return xp.ascontiguousarray(out[:, p:p + H, p:p + W]) if p else out
+
+
+def _xp(a):
+    from ._backends import backend_of
+
+    return backend_of(a).xp

@@ -29,7 +29,7 @@ def rng():
 def sum_tol(dtype, n_terms, scale):
     """Tolerance for a sum of ``n_terms`` terms whose absolute values add up to ``scale``.
 
-    Each term carries a few ulp from exp/log (<= 4 ulp, see lgm._cpu.fastmath) and the sum adds
+    Each term carries a few ulp from exp/log (<= 4 ulp, see lgm._backends.cpu.fastmath) and the sum adds
     rounding that grows at most linearly with the number of terms (reassociated, vectorised
     accumulation); the bound is (8 + n_terms) * eps * scale, plus a tiny absolute floor.
     """

@@ -9,7 +9,7 @@ It keeps cupy's rules that host code can break, and nothing else:
 - a numpy array mixed into an operation, a function call or an index raises TypeError (numpy
   scalars and Python numbers are fine);
 - reductions give 0-d arrays, not numpy scalars.
-The GPU launchers are replaced by their CPU counterparts (``FakeGPU``): lgm._lowrank_batched run
+The GPU launchers are replaced by their CPU counterparts (``FakeGPU``): lgm._backends.batched runs
 on this module for the batched cuBLAS/cuSOLVER twins (so that code runs under the same strict
 rules), the CPU composition for the fused importance-bound kernel, and the Numba twin (same name
 and arguments) for every other CUDA kernel. What this cannot check: the CUDA source itself,
@@ -132,14 +132,14 @@ cupy.asnumpy = lambda a: a.get() if isinstance(a, ndarray) else np.asarray(a)
 
 
 class FakeGPU(types.ModuleType):
-    """The twins of lgm._gpu's lowrank launchers, on the CPU under the strict rules."""
+    """The CUDA launchers (lgm._backends.gpu.launchers), on the CPU under the strict rules."""
 
     def __init__(self):
-        super().__init__("lgm._gpu")
+        super().__init__("lgm._backends.gpu.launchers")
 
     def __getattr__(self, name):
         """Every other launcher: its CPU twin (same name and arguments) on the payloads."""
-        from lgm._cpu import kernels
+        from lgm._backends.cpu import kernels
 
         twin = getattr(kernels, name)
         # the index tables (lead, row strides) are host arrays by design: only they may be numpy
@@ -151,50 +151,60 @@ class FakeGPU(types.ModuleType):
 
     @staticmethod
     def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
-        from lgm._cpu import lowrank
+        from lgm._backends.cpu import lowrank
 
         lowrank.row_stats(*_unwrap((quad_n, flags_n, x_nd, mean_d, inv_psi_d)))
 
     @staticmethod
-    def missing_rows_logpdf(*args):
-        from lgm import _lowrank_batched
-
-        _unwrap(args)  # every argument is a device array
-        _lowrank_batched.missing_rows_logpdf(cupy, *args)
-
-    @staticmethod
-    def missing_estep(*args):
-        from lgm import _lowrank_batched
-
-        _unwrap(args)
-        _lowrank_batched.missing_estep(cupy, *args)
-
-
-    @staticmethod
     def importance_bounds_fits(D, dtype, arrays):
-        from lgm import _launch
+        from lgm._backends.gpu import launch as _launch
 
         _unwrap(arrays)
         vw = _launch.vector_width(np.dtype(dtype).itemsize, D, [0])
         return vw if _launch.bounds_fits(D, vw) else 0
 
     @staticmethod
-    def importance_bounds(lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk, gaussian, vw):
+    def importance_bounds(lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbl, mt_bl, lt_bl, gaussian, vw):
         """What the fused CUDA kernel computes, by the CPU composition (for dry runs of the
         dispatch and of the GPU tests' expectations)."""
         import lgm
 
-        x, d1, d2, t, mt, lt = _unwrap((x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk))
+        x, d1, d2, t, mt, lt = _unwrap((x_bd, dec1_sbd, dec2_sbd, t_sbl, mt_bl, lt_bl))
         kw = dict(mu_x=d1, logvar_x=d2) if gaussian else dict(logits=d1)
         out = lgm.importance_bounds(x, t, mt, lt, **kw)
         for dev, host in zip((lw_sb, elbo_b, iwae_b), out):
             dev._a[...] = host
 
 
+def _checked(fn):
+    """A batched twin run on the fake cupy, refusing host arrays among its arguments."""
+    def run(*args):
+        _unwrap(args)  # every argument is a device array
+        fn(cupy, *args)
+    return run
+
+
+def fake_backend():
+    """The GPU Backend as lgm builds it, with the launchers replaced by FakeGPU: the batched
+    missing-value twins and the layers' array expressions run on the fake cupy."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from lgm._backends import Backend, batched, device_to_host
+    from lgm._backends.gpu import nn as gpu_nn
+
+    gpu = FakeGPU()
+    low = SimpleNamespace(row_stats=gpu.row_stats,
+                          missing_rows_logpdf=_checked(batched.missing_rows_logpdf),
+                          missing_estep=_checked(batched.missing_estep),
+                          missing_mstep_stats=_checked(batched.missing_mstep_stats))
+    return Backend("cupy", cupy, gpu, low, gpu_nn, device_to_host, contextlib.nullcontext)
+
+
 def install(monkeypatch):
     """Route lgm's cupy dispatch to this module for one test; returns the fake cupy."""
-    from lgm import ops
+    from lgm import _backends
 
     monkeypatch.setitem(sys.modules, "cupy", cupy)
-    monkeypatch.setitem(ops._BACKENDS, "cupy", (cupy, FakeGPU()))
+    monkeypatch.setitem(_backends._BACKENDS, "cupy", fake_backend())
     return cupy

@@ -25,7 +25,7 @@ def test_info_runs(capsys):
 
 def test_bench_table_written_atomically(tmp_path, monkeypatch):
     """A minimal benchmark run (one small case) through the real code path."""
-    from lgm import bench
+    from lgm.front import bench
 
     monkeypatch.setenv("LGM_BENCH_NO_TORCH", "1")
     monkeypatch.setattr(bench, "cases", lambda quick=False: [("diag_gaussian_logpdf", (64, 32))])
@@ -53,12 +53,12 @@ def test_demo_quick_writes_a_report_and_never_overwrites(tmp_path, monkeypatch):
     for pic in ("ppca_components.png", "ppca_samples.png", "vae_samples.png", "vae_reconstructions.png",
                 "vae_latent_map.png", "estep_ppca.png", "estep_mnist.png"):
         assert (rep / pic).stat().st_size > 5000 and f"({pic})" in md
-    for name in ("exact", "mcmc", "meanfield", "amortized", "iwae", "gap to EM optimum", "IWAE, K = 100"):
+    for name in ("exact", "mcmc", "meanfield", "amortized", "iwae", "gap to EM optimum", "IWAE, S = 100 samples"):
         assert name in md
     assert "report written to lgm-report/report.md" in r.stdout
     assert "VAE epochs" in r.stderr  # progress bars
     before = (rep / "report.md").read_bytes()
-    from lgm import demo
+    from lgm.front import demo
 
     said = []
     out = demo.fresh_dir("lgm-report", say=said.append)

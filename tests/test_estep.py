@@ -80,8 +80,8 @@ def test_neural_strategies_run_and_score_with_their_proposals():
     X = (rng.random((200, 16)) > 0.5).astype(np.float32)
     for name in ("mcmc", "meanfield", "amortized", "iwae"):
         m = mlp_vae(D=16, hidden=8, latent_dim=2, seed=0)
-        r = run_strategy(name, m, X[:150], X[150:], budget_s=0.2, n_evals=2, K_curve=10,
-                         K_final=20, batch_size=32, strategy_kw=dict(eval_steps=10, eval_burn=5,
+        r = run_strategy(name, m, X[:150], X[150:], budget_s=0.2, n_evals=2, n_samples_curve=10,
+                         n_samples_final=20, batch_size=32, strategy_kw=dict(eval_steps=10, eval_burn=5,
                                                                      eval_collect=5))
         assert np.isfinite(r.final) and r.final < 0 and r.final > -16 * np.log(2) * 3
 

@@ -5,7 +5,7 @@ import re
 import numba as nb
 import numpy as np
 
-from lgm._cpu.fastmath import fexp, flog1p, fsoftplus
+from lgm._backends.cpu.fastmath import fexp, flog1p, fsoftplus
 
 
 def _vec(fn):
@@ -83,7 +83,7 @@ def test_softplus_stable(dtype):
 
 def test_float32_kernels_compute_in_float32():
     """No silent upcast inside: the float32 instantiation contains no double arithmetic."""
-    from lgm._cpu import kernels
+    from lgm._backends.cpu import kernels
 
     import lgm
 

@@ -35,11 +35,11 @@ def _close(got_gpu, want, dtype, scale=None):
 
 
 def test_every_kernel_name_compiles_with_nvrtc():
-    from lgm import _gpu
+    from lgm._backends.gpu import launchers as _gpu
+    from lgm._backends.gpu import sources
 
-    for src, names in _gpu.kernel_names().items():
-        code = (_gpu._kernel_dir() / f"{src}.cu").read_text()
-        mod = cupy.RawModule(code=code, options=("-std=c++17", f"-I{_gpu._kernel_dir()}"))
+    for src, names in sources.kernel_names().items():
+        mod = cupy.RawModule(code=sources.text(src), options=("-std=c++17", f"-I{sources.kernel_dir()}"))
         for n in names:
             mod.get_function(n)  # compiles (NVRTC) and loads; raises if the name is missing
     assert "NVRTC" in _gpu.backend_info() or "fatbin" in _gpu.backend_info()
@@ -213,7 +213,7 @@ def test_im2col_col2im_vs_cpu(dtype, k, s, p, H, C):
     cols = ops.im2col(x, k, s, p)
     g = ops.im2col(cupy.asarray(x), k, s, p)
     np.testing.assert_array_equal(cupy.asnumpy(g), cols)
-    np.testing.assert_array_equal(cupy.asnumpy(nn.im2col_slices(cupy.asarray(x), k, s, p, *cols.shape[1:3])), cols)
+    np.testing.assert_array_equal(cupy.asnumpy(ref.im2col(cupy.asarray(x), k, s, p, *cols.shape[1:3])), cols)
     back = ops.col2im(cols, H, H + 1, s, p)
     gb = ops.col2im(g, H, H + 1, s, p)
     tol = 1e-5 if dtype == np.float32 else 1e-13
@@ -225,8 +225,8 @@ def test_im2col_col2im_vs_cpu(dtype, k, s, p, H, C):
 def test_lowrank_row_stats_kernel_vs_cpu(dtype, N, D):
     """The CUDA row pass: float64 sums of (x - mean)^2 / psi and the NaN / inf flags per row;
     20001 rows exceed one grid."""
-    from lgm import _gpu
-    from lgm._cpu import lowrank as k
+    from lgm._backends.gpu import launchers as _gpu
+    from lgm._backends.cpu import lowrank as k
 
     rng = np.random.default_rng(N)
     x = rng.standard_normal((N, D)).astype(dtype)
@@ -247,8 +247,7 @@ def test_lowrank_row_stats_kernel_vs_cpu(dtype, N, D):
 
 
 def test_lowrank_batched_twins_on_cupy_vs_numba():
-    from lgm import _gpu
-    from lgm._cpu import lowrank as k
+    from lgm._backends.cpu import lowrank as k
 
     rng = np.random.default_rng(5)
     N, D, q = 3000, 50, 6
@@ -261,14 +260,15 @@ def test_lowrank_batched_twins_on_cupy_vs_numba():
     gargs = tuple(cupy.asarray(a) for a in args)
     ez, sig, ll = np.empty((N, q)), np.empty((N, q, q)), np.empty(N)
     k.missing_estep(ez, sig, ll, *args)
+    low = lgm.ops.backend_of(gargs[0]).lowrank
     gez, gsig, gll = cupy.empty((N, q)), cupy.empty((N, q, q)), cupy.empty(N)
-    _gpu.missing_estep(gez, gsig, gll, *gargs)
+    low.missing_estep(gez, gsig, gll, *gargs)
     for g, c in ((gez, ez), (gsig, sig), (gll, ll)):
         np.testing.assert_allclose(cupy.asnumpy(g), c, rtol=1e-9, atol=1e-12)
     out = cupy.empty(N)
-    _gpu.missing_rows_logpdf(out, *gargs)
+    low.missing_rows_logpdf(out, *gargs)
     np.testing.assert_allclose(cupy.asnumpy(out), ll, rtol=1e-9)
-    from lgm import _lowrank_batched as bat
+    from lgm._backends import batched as bat
 
     sums = [np.zeros((D, q + 1, q + 1)), np.zeros((D, q + 1)), np.zeros(D), np.zeros(D)]
     bat.missing_mstep_stats(np, *sums, X, ez, sig)
@@ -342,7 +342,7 @@ def test_fused_importance_bounds_vs_composition(dtype, gaussian, S, B, D, K):
     B = 2000 beyond one grid of blocks; D = 784 with float4 loads (float64: too long for the
     registers -> the composition), odd D = 251 scalar loads, D = 500 double2. Plus a NaN sample and
     a column whose every sample has log w = -inf (IWAE -inf, no NaN)."""
-    from lgm import _gpu, _launch
+    from lgm._backends.gpu import launch as _launch, launchers as _gpu
 
     x, mux, lvx, t, mt, lt = _importance_problem(np.random.default_rng(S * B + D), S, B, D, K, dtype)
     if gaussian:

@@ -51,7 +51,7 @@ def test_the_fake_is_strict(cp):
     with pytest.raises(TypeError, match="Unsupported type"):
         np.outer(np.ones(2), a)
     assert float((a * 2).sum()) == 6.0 and isinstance(a.sum(), fakecupy.ndarray)
-    assert lgm._validate.array_module(a) == "cupy"
+    assert lgm._backends.module_name(a) == "cupy"
 
 
 def test_lowrank_logpdf_on_device_matches_host(cp, dtype, rng):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lgm import _launch
+from lgm._backends.gpu import launch as _launch
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -51,59 +51,63 @@ def test_kernel_suffix():
         _launch.kernel_suffix(np.float64, 4)
 
 
-def test_every_listed_kernel_is_defined_in_the_sources():
-    """The names the GPU backend launches exist as extern "C" instantiations in kernels/*.cu."""
-    expected = {
-        "diag_gaussian": ["diag_gaussian_logpdf", "diag_gaussian_logpdf_grad"],
-        "bernoulli": ["bernoulli_logpmf"],
-        "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
-        "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
-        "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli"],
-        "conv": ["im2col", "col2im"],
-        "lowrank": ["lowrank_row_stats"],
-    }
-    for src, names in expected.items():
-        text = (KERNELS / f"{src}.cu").read_text()
-        for n in names:
-            assert re.search(rf"LGM_INSTANTIATE\(\s*{n}\s*,", text), (src, n)
+LAUNCHERS = Path(__file__).resolve().parent.parent / "lgm" / "_backends" / "gpu" / "launchers.py"
+
+
+def test_every_launched_kernel_is_defined_in_the_sources():
+    """Every (source, kernel) pair the launchers name exists in the inventory read from the .cu
+    text (and the inventory is not empty for any source)."""
+    from lgm._backends.gpu import sources
+
+    text = LAUNCHERS.read_text()
+    launched = set(re.findall(r'\(\s*"(\w+)",\s*"(\w+)"', text))
+    launched |= {("importance", b) for b in re.findall(r'"(importance_bounds_\w+)"', text)}
+    assert len(launched) >= 15
+    for src, base in launched:
+        assert base in sources.kernel_bases(src), (src, base)
+    for src in sources.source_names():
+        assert sources.kernel_bases(src), src
 
 
 def test_cpu_and_gpu_twins_share_signatures():
-    """thinc habit: every GPU launcher has its CPU twin's name and argument names."""
+    """thinc habit: every GPU launcher has its CPU twin's name and argument names; the batched
+    missing-value twins take the CPU kernels' arguments after xp."""
     import ast
     import inspect
 
-    from lgm._cpu import kernels as cpu
+    from lgm._backends import batched as bat
+    from lgm._backends.cpu import kernels as cpu
+    from lgm._backends.cpu import lowrank
 
-    gpu_src = (Path(__file__).resolve().parent.parent / "lgm" / "_gpu.py").read_text()
-    tree = ast.parse(gpu_src)
+    tree = ast.parse(LAUNCHERS.read_text())
     gpu_funcs = {f.name: [a.arg for a in f.args.args] for f in tree.body if isinstance(f, ast.FunctionDef)}
     for name in ("diag_gaussian_logpdf", "diag_gaussian_logpdf_grad", "bernoulli_logpmf",
-                 "std_normal_logpdf", "kl_diag_std_normal", "reparameterize", "logsumexp_rows",
-                 "logsumexp_cols", "importance_log_weights_gaussian", "importance_log_weights_bernoulli"):
+                 "bernoulli_logpmf_grad", "std_normal_logpdf", "kl_diag_std_normal",
+                 "reparameterize", "logsumexp_rows", "logsumexp_cols",
+                 "importance_log_weights_gaussian", "importance_log_weights_bernoulli",
+                 "im2col", "col2im"):
         cpu_args = list(inspect.signature(getattr(cpu, name).py_func).parameters)
         assert gpu_funcs[name] == cpu_args, name
-    from lgm import _lowrank_batched as bat
-    from lgm._cpu import lowrank
-
-    for name in ("row_stats", "missing_rows_logpdf", "missing_estep"):
+    assert gpu_funcs["row_stats"] == list(inspect.signature(lowrank.row_stats.py_func).parameters)
+    for name in ("missing_rows_logpdf", "missing_estep"):
         cpu_args = list(inspect.signature(getattr(lowrank, name).py_func).parameters)
-        assert gpu_funcs[name] == cpu_args, name
-        if name != "row_stats":  # the batched formulation: the same arguments after xp
-            assert list(inspect.signature(getattr(bat, name)).parameters) == ["xp"] + cpu_args, name
+        assert list(inspect.signature(getattr(bat, name)).parameters) == ["xp"] + cpu_args, name
 
 
-def test_gpu_backend_lists_every_source_and_kernel():
-    """lgm._gpu's inventory (what backend_info loads and the NVRTC test compiles) names every
-    kernels/*.cu file and every extern "C" kernel in it, without importing cupy."""
-    import ast
+def test_inventory_is_read_from_the_sources():
+    """The inventory (what backend_info loads and the NVRTC test compiles) covers every
+    kernels/*.cu file and every LGM_INSTANTIATE line in it, with the four suffixes that the
+    macro in common.cuh defines; the launch constants are the sources' #define values."""
+    from lgm._backends.gpu import sources
 
-    tree = ast.parse((Path(__file__).resolve().parent.parent / "lgm" / "_gpu.py").read_text())
-    sources = next(ast.literal_eval(n.value) for n in tree.body
-                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "_SOURCES")
-    assert set(sources) == {p.stem for p in KERNELS.glob("*.cu")}
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "kernel_names")
-    per = ast.literal_eval(fn.body[1].value)
-    for src in sources:
-        defined = set(re.findall(r"LGM_INSTANTIATE\(\s*(\w+)\s*,", (KERNELS / f"{src}.cu").read_text()))
-        assert set(per[src]) == defined, src
+    assert set(sources.source_names()) == {p.stem for p in KERNELS.glob("*.cu")}
+    macro = (KERNELS / "common.cuh").read_text()
+    assert set(re.findall(r"NAME##(_f\d\d_v\d)", macro)) == set(sources.SUFFIXES)
+    names = sources.kernel_names()
+    for src in sources.source_names():
+        n_lines = (KERNELS / f"{src}.cu").read_text().count("LGM_INSTANTIATE(")
+        assert len(names[src]) == 4 * n_lines, src
+    assert _launch.IW_WARPS == sources.define("importance", "IW_WARPS") == 8
+    assert _launch.LSE_TILE_Y == sources.define("logsumexp", "LSE_TILE_Y")
+    with pytest.raises(LookupError, match="NO_SUCH"):
+        sources.define("importance", "NO_SUCH")

@@ -226,7 +226,7 @@ def test_transform_and_impute_with_missing_values(rng):
 def test_missingness_pattern_groups_match_row_by_row(rng, monkeypatch):
     """Rows sharing a missingness pattern go through one factorisation and BLAS; the result must
     be the same as row by row through the Numba kernel."""
-    from lgm import linear
+    from lgm.models.linear import sources
 
     X, *_ = _planted(rng, N=600, D=10, q=3)
     Xm = X.copy()
@@ -234,12 +234,12 @@ def test_missingness_pattern_groups_match_row_by_row(rng, monkeypatch):
     Xm[200:300, :2] = np.nan  # another one, 100 rows
     Xm[300:, :][rng.random((300, 10)) < 0.2] = np.nan  # scattered: mostly unique patterns
     Xm[550:] = X[550:]  # 50 complete rows
-    groups, rest = linear._missingness_groups(np.isnan(Xm))
+    groups, rest = sources.missingness_groups(np.isnan(Xm))
     assert len(groups) >= 3 and rest.size > 0
     fast = lgm.FactorAnalysis(3, random_state=0, max_iter=30, tol=0)
     with pytest.warns(lgm.ConvergenceWarning):
         fast.fit(Xm)
-    monkeypatch.setattr(linear, "GROUP_MIN_ROWS", 10**9)  # every row through the kernel
+    monkeypatch.setattr(sources, "GROUP_MIN_ROWS", 10**9)  # every row through the kernel
     slow = lgm.FactorAnalysis(3, random_state=0, max_iter=30, tol=0)
     with pytest.warns(lgm.ConvergenceWarning):
         slow.fit(Xm)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.stats as st
 
-from lgm import _lowrank_batched as bat
-from lgm._cpu import lowrank as k
+from lgm._backends import batched as bat
+from lgm._backends.cpu import lowrank as k
 
 
 def _problem(rng, N, D, q, dtype, frac=0.3):

@@ -6,8 +6,8 @@ import pytest
 
 from lgm import reference as ref
 from lgm._config import features_for
-from lgm._cpu.kernels import (bernoulli_logpmf_row, diag_gaussian_logpdf_row,
-                              kl_diag_std_normal_row, std_normal_logpdf_row)
+from lgm.ops import (bernoulli_logpmf_row, diag_gaussian_logpdf_row, kl_diag_std_normal_row,
+                     std_normal_logpdf_row)
 
 
 @nb.njit

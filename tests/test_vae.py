@@ -84,7 +84,7 @@ def test_objective_matches_torch_autograd(kind, lik, objective):
     mu, lv = h[:, :d], h[:, d:]
     t = mu + torch.exp(0.5 * lv) * eps
     o, Wd = _torch_net(torch, m.decoder.layers, m.params, t.reshape(S * B, d))
-    o = o.reshape(S, B, m.D, m.C)
+    o = o.reshape(S, B, m.D, m.head.channels)
     if lik == "bernoulli":
         lp = -torch.nn.functional.binary_cross_entropy_with_logits(
             o[..., 0], xt.expand(S, B, m.D), reduction="none").sum(-1)

@@ -103,7 +103,7 @@ def load_array(path, key=None):
         except ValueError as exc:
             raise ValueError(f"{str(path)!r}: not a pickle-free .npy file ({exc})") from exc
     elif name.endswith(".npz"):
-        from .io import load_npz
+        from ..io import load_npz
 
         arrays = load_npz(path)
         if key is None:

@@ -3,7 +3,7 @@
 Every figure is a ratio against baselines measured in the same process, plus bandwidth: the bytes
 a kernel must move (each input read once, the output written once) divided by its time, and
 that as a fraction of the machine's read bandwidth measured at the same size, dtype and thread
-count by a STREAM-like read of three arrays (``lgm._cpu.kernels.read3``).
+count by a STREAM-like read of three arrays (``read3`` of the CPU backend's kernels).
 
 Timing: inputs seeded; every implementation warmed up (JIT and torch.compile) before timing; the
 best of several repeats is reported (the least disturbed run of a memory-bound loop).
@@ -83,7 +83,7 @@ class Row:
 
 def read3_probe(shape, dtype):
     """A callable that reads three (R, D) arrays once (sum a+b+c per row) and its byte count."""
-    from lgm._cpu import kernels
+    kernels = lgm.ops.backend_of(np.empty(0)).kernels
 
     rng = np.random.default_rng(0)
     a, b, c = (rng.random(shape).astype(dtype) for _ in range(3))
@@ -295,7 +295,7 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
 def describe(torch=None):
     import numba
 
-    from lgm._config import VECTOR_WIDTH_INFO
+    VECTOR_WIDTH_INFO = lgm.VECTOR_WIDTH_INFO
 
     try:
         from threadpoolctl import threadpool_info

@@ -12,26 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import write_atomic
-
-
-def _progress(iterable=None, **kw):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress bars are optional
-        return iterable if iterable is not None else _NoBar()
-    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, **kw)
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix_str(self, s):
-        pass
-
-    def close(self):
-        pass
+from ..io import write_atomic
+from .progress import progress_bar
 
 
 def fresh_dir(path, say=print):
@@ -60,23 +42,23 @@ def ppca_data(D=50, q=5, n_train=2000, n_test=1000, noise=0.5, seed=0):
     return X[:n_train], X[n_train:]
 
 
-def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, K_final=1000,
-                  K_curve=100, n_test=200, data=None, eval_steps=100, say=print):
+def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, n_samples_final=1000,
+                  n_samples_curve=100, n_test=200, data=None, eval_steps=100, say=print):
     """Run every applicable strategy for ``budget_s`` seconds of training each, per seed; write
     the table (Markdown) and the log-likelihood-vs-time plot; return (markdown, picture name)."""
     from . import report
-    from .estep import run_strategy
-    from .vae import conv_vae, linear_vae
+    from ..estep import run_strategy
+    from ..models.vae import conv_vae, linear_vae
 
     if experiment == "ppca":
         Xtr, Xte = ppca_data()
         D, q = Xtr.shape[1], 5
-        from .linear import PPCA
+        from ..models.linear import PPCA
 
         opt_ll = float(PPCA(q).fit(Xtr).score_samples(Xte).mean())
         names = ("exact", "mcmc", "meanfield", "amortized", "iwae")
         make = lambda s: linear_vae(D, q, isotropic=True, seed=s)  # noqa: E731
-        kw = dict(lr=1e-2, batch_size=128, K_final=K_final, K_curve=K_curve)
+        kw = dict(lr=1e-2, batch_size=128, n_samples_final=n_samples_final, n_samples_curve=n_samples_curve)
         title = (f"PPCA data (D={D}, q={q}, {len(Xtr)} train / {len(Xte)} test): exact held-out "
                  f"log-likelihood of the linear decoder")
     else:
@@ -85,11 +67,11 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, K_fin
         opt_ll = None
         names = ("mcmc", "meanfield", "amortized", "iwae")
         make = lambda s: conv_vae(ds.image_shape, latent_dim=16, seed=s)  # noqa: E731
-        kw = dict(lr=1e-3, batch_size=128, K_final=K_final, K_curve=K_curve)
+        kw = dict(lr=1e-3, batch_size=128, n_samples_final=n_samples_final, n_samples_curve=n_samples_curve)
         title = (f"{ds.name} (binarised), conv decoder, d=16: held-out log-likelihood by importance "
-                 f"sampling ({n_test} test images; K={K_curve} on the curve, K={K_final} at the end)")
+                 f"sampling ({n_test} test images; S={n_samples_curve} samples on the curve, S={n_samples_final} at the end)")
     runs = {n: [] for n in names}
-    bar = _progress(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
+    bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
     for seed in seeds:
         for n in names:
             bar.set_postfix_str(f"{n}, seed {seed}")
@@ -137,8 +119,8 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, K_fin
 def demo(out="lgm-report", quick=False, say=print):
     from . import report
     from .data import embedded
-    from .linear import PPCA
-    from .vae import mlp_vae, train
+    from ..models.linear import PPCA
+    from ..models.vae import mlp_vae, train
 
     t_start = time.perf_counter()
     out = fresh_dir(out, say)
@@ -181,10 +163,10 @@ def demo(out="lgm-report", quick=False, say=print):
 
     # 2. the VAE
     epochs = 5 if quick else 30
-    K = 100 if quick else 1000
-    say(f"2/4 MLP VAE (Bernoulli decoder, d = 20): {epochs} epochs, then IWAE with K = {K}")
+    S = 100 if quick else 1000
+    say(f"2/4 MLP VAE (Bernoulli decoder, d = 20): {epochs} epochs, then IWAE with S = {S} samples")
     vae = mlp_vae(D=ds.X_train.shape[1], hidden=400 if shape[0] >= 28 else 128, latent_dim=20)
-    bar = _progress(total=epochs, desc="VAE epochs", unit="epoch")
+    bar = progress_bar(total=epochs, desc="VAE epochs", unit="epoch")
 
     def cb(epoch, step, n_steps, loss):
         if step == n_steps - 1:
@@ -196,7 +178,7 @@ def demo(out="lgm-report", quick=False, say=print):
     bar.close()
     t_vae = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ll_vae = float(vae.log_likelihood(dsb.X_test, n_samples=K, seed=1).mean())
+    ll_vae = float(vae.log_likelihood(dsb.X_test, n_samples=S, seed=1).mean())
     elbo = float(vae.elbo(dsb.X_test, n_samples=10).mean())
     t_eval = time.perf_counter() - t0
     vae.save(out / "vae_mlp.npz")
@@ -218,7 +200,7 @@ def demo(out="lgm-report", quick=False, say=print):
            f"784-400-20-400-784 (ReLU), Bernoulli decoder on images binarised at 0.5, Adam 1e-3, "
            f"batch 128, {epochs} epochs: {t_vae:.1f} s ({epochs * len(dsb.X_train) / t_vae:,.0f} images/s).",
            "", "| held-out estimate | nats / image |", "|---|---:|",
-           f"| ELBO (10 samples) | {elbo:.2f} |", f"| IWAE, K = {K} (log-likelihood) | {ll_vae:.2f} |",
+           f"| ELBO (10 samples) | {elbo:.2f} |", f"| IWAE, S = {S} samples (log-likelihood) | {ll_vae:.2f} |",
            "", f"Evaluation took {t_eval:.1f} s. Model saved as `vae_mlp.npz` (`lgm score` reads it).",
            "", " ".join(f"![]({p})" for p in pics), ""]
 
@@ -233,8 +215,8 @@ def demo(out="lgm-report", quick=False, say=print):
     budget = 3.0 if quick else 15.0
     say(f"4/4 E-step strategies with the conv decoder on {ds.name} ({budget:g} s each)")
     tab, pic, _ = compare_estep("mnist", budget_s=budget, n_evals=2 if quick else 3,
-                                out_dir=out, data=dsb, K_final=100 if quick else 1000,
-                                K_curve=20 if quick else 50, n_test=50 if quick else 100,
+                                out_dir=out, data=dsb, n_samples_final=100 if quick else 1000,
+                                n_samples_curve=20 if quick else 50, n_test=50 if quick else 100,
                                 eval_steps=30 if quick else 100, say=say)
     md += ["## 4. E-step strategies with a convolutional decoder", "",
            "Each strategy trains the same conv decoder (and, where it has one, an encoder) for the "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import sources
+
 WARPS_PER_BLOCK = 8
 THREADS = 32 * WARPS_PER_BLOCK
 
@@ -31,7 +33,7 @@ def grid_for_elements(n, sm_count, waves=8):
     return max(1, min(need, int(sm_count) * waves))
 
 
-LSE_TILE_Y = 8  # must match LSE_TILE_Y in kernels/logsumexp.cu
+LSE_TILE_Y = sources.define("logsumexp", "LSE_TILE_Y")  # rows of a column-logsumexp block
 
 
 def grid_for_tiles(P, Q, sm_count, waves=8):
@@ -40,8 +42,8 @@ def grid_for_tiles(P, Q, sm_count, waves=8):
     return max(1, min(tiles, int(sm_count) * waves))
 
 
-IW_WARPS = 8  # must match IW_WARPS in kernels/importance.cu: warps (sample groups) per block
-IW_MAXP = 8  # must match IW_MAXP: vector packs of one x row held per lane
+IW_WARPS = sources.define("importance", "IW_WARPS")  # warps (sample groups) per fused-bound block
+IW_MAXP = sources.define("importance", "IW_MAXP")  # vector packs of one x row held per lane
 
 
 def bounds_fits(D, vw):

@@ -1,4 +1,4 @@
-"""The missing-value kernels of ``lgm._cpu.lowrank`` as batched matrix products, for any array
+"""The missing-value kernels of ``lgm._backends.cpu.lowrank`` as batched matrix products, for any array
 module (numpy or cupy): the GPU backend runs them on cupy (cuBLAS, cuSOLVER's batched
 Cholesky); the tests run them on numpy against the Numba kernels. The M-step sums
 (``missing_mstep_stats``) run here on both devices: as matrix products they were 2x faster on
@@ -54,7 +54,7 @@ def _observed_systems(xp, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
 
 def missing_rows_logpdf(xp, out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
     """out[i] = log N(x_o | mean_o, W_o W_o^T + Psi_o) over row i's observed entries; a row
-    with nothing observed scores 0 (twin of lgm._cpu.lowrank.missing_rows_logpdf)."""
+    with nothing observed scores 0 (twin of lgm._backends.cpu.lowrank.missing_rows_logpdf)."""
     m, D = x_md.shape
     for s in _chunks(xp, m, max(D, w_dq.shape[1] ** 2)):
         M, b, quad, logdet, n_obs = _observed_systems(xp, x_md[s], mean_d, w_dq, inv_psi_d, log_psi_d)
@@ -65,7 +65,7 @@ def missing_rows_logpdf(xp, out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
 
 def missing_estep(xp, ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
     """Sigma_n = M_n^-1, E[t_n] = Sigma_n b_n and each row's exact log-likelihood (twin of
-    lgm._cpu.lowrank.missing_estep)."""
+    lgm._backends.cpu.lowrank.missing_estep)."""
     N, D = x_nd.shape
     for s in _chunks(xp, N, max(D, w_dq.shape[1] ** 2)):
         M, b, quad, logdet, n_obs = _observed_systems(xp, x_nd[s], mean_d, w_dq, inv_psi_d, log_psi_d)

@@ -1,8 +1,8 @@
-"""GPU backend: the CUDA kernels of ``kernels/*.cu`` launched through CuPy.
+"""CUDA launchers through CuPy: the twins of ``lgm._backends.cpu.kernels``.
 
-Imported only when a cupy array reaches a public function (the CPU path never imports cupy).
-Every launcher has the name and argument order of its CPU twin in ``lgm._cpu.kernels``
-(outputs first, then inputs, then the index tables), so ``lgm.ops`` calls either the same way.
+Imported only when a cupy array arrives (the CPU path never imports cupy). Every launcher has the
+name and argument order of its CPU twin (outputs first, then inputs, then the index tables), so
+``lgm.ops`` calls either the same way.
 
 Loading, once per source file and process:
 1. a fatbin built ahead of time by ``CMakeLists.txt`` (nvcc) — looked for in ``$LGM_FATBIN_DIR``,
@@ -10,41 +10,28 @@ Loading, once per source file and process:
    it loads on this device (a fatbin without this device's architecture fails to load);
 2. otherwise NVRTC compiles the same ``.cu`` source (CuPy ``RawModule``; CuPy caches the binary
    on disk, so later processes skip the compile).
-``backend_info()`` says which path each file took.
+``backend_info()`` says which path each file took. The kernel names come from the sources
+(``lgm._backends.gpu.sources``).
 """
 
 from __future__ import annotations
 
 import os
-from importlib import resources
-from pathlib import Path
 
 import cupy  # noqa: F401  (ImportError here means: no GPU backend)
 import numpy as np
 
-from . import _launch, _lowrank_batched
+from . import launch as _launch
+from . import sources
 
-_SOURCES = ("diag_gaussian", "bernoulli", "latent", "logsumexp", "importance", "conv", "lowrank")
 _modules: dict = {}
 _how: dict = {}
-
-
-def _kernel_dir():
-    """The CUDA sources: inside the installed package (lgm/kernels/), or, when lgm runs from a
-    source tree that is not installed, the tree's top-level kernels/ folder."""
-    try:
-        d = resources.files("lgm.kernels")
-        if (d / "diag_gaussian.cu").is_file():
-            return d
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "kernels"
 
 
 def _load(name):
     if name in _modules:
         return _modules[name]
-    kdir = _kernel_dir()
+    kdir = sources.kernel_dir()
     candidates = []
     if os.environ.get("LGM_FATBIN_DIR"):
         candidates.append(os.path.join(os.environ["LGM_FATBIN_DIR"], f"{name}.fatbin"))
@@ -54,41 +41,24 @@ def _load(name):
         if os.path.exists(path):
             try:
                 m = cupy.RawModule(path=path)
-                m.get_function(kernel_names()[name][0])  # forces the load; fails on a foreign arch
+                m.get_function(sources.kernel_names()[name][0])  # forces the load; fails on a foreign arch
                 mod, _how[name] = m, f"fatbin {path}"
                 break
             except cupy.cuda.driver.CUDADriverError:
                 continue
     if mod is None:
-        src = (kdir / f"{name}.cu").read_text()
-        mod = cupy.RawModule(code=src, options=("-std=c++17", f"-I{kdir}"))
+        mod = cupy.RawModule(code=sources.text(name), options=("-std=c++17", f"-I{kdir}"))
         mod.compile()
         _how[name] = "NVRTC (from the shipped .cu source)"
     _modules[name] = mod
     return mod
 
 
-def kernel_names():
-    """Every extern "C" kernel name, per source file (tests compile them all)."""
-    per = {
-        "diag_gaussian": ["diag_gaussian_logpdf", "diag_gaussian_logpdf_grad"],
-        "bernoulli": ["bernoulli_logpmf", "bernoulli_logpmf_grad"],
-        "latent": ["std_normal_logpdf", "kl_diag_std_normal", "reparameterize"],
-        "logsumexp": ["logsumexp_rows", "logsumexp_cols"],
-        "importance": ["importance_log_weights_gaussian", "importance_log_weights_bernoulli",
-                       "importance_bounds_gaussian", "importance_bounds_bernoulli"],
-        "conv": ["im2col", "col2im"],
-        "lowrank": ["lowrank_row_stats"],
-    }
-    suffixes = ("_f32_v4", "_f32_v1", "_f64_v2", "_f64_v1")
-    return {src: [k + s for k in ks for s in suffixes] for src, ks in per.items()}
-
-
 def backend_info():
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    for s in _SOURCES:
+    for s in sources.source_names():
         _load(s)
     how = "; ".join(f"{k}: {v}" for k, v in _how.items())
     return f"{name} (sm_{props['major']}{props['minor']}), cupy {cupy.__version__}; {how}"
@@ -141,7 +111,7 @@ def _launch_rows(src, base, R, dtype, vw, args):
     fn((_launch.grid_for_rows(R, _sms()),), (_launch.THREADS,), args)
 
 
-# --- twins of lgm._cpu.kernels ------------------------------------------------------------------
+# --- twins of lgm._backends.cpu.kernels ------------------------------------------------------------------
 def diag_gaussian_logpdf(out_r, x_rd, mu_rd, lv_rd, lead, rs):
     R, D = out_r.shape[0], x_rd.shape[1]
     vw = vector_width(out_r.dtype, D, (x_rd, mu_rd, lv_rd))
@@ -205,21 +175,21 @@ def logsumexp_cols(out_pq, a_pnq):
     fn((_launch.grid_for_tiles(P, Q, _sms()),), (32, _launch.LSE_TILE_Y), (out_pq, a_pnq, np.int64(P), np.int32(N), np.int64(Q)))
 
 
-def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, lead, rs):
-    R, D, K = out_r.shape[0], x_rd.shape[1], t_rk.shape[1]
+def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rl, mut_rl, lvt_rl, lead, rs):
+    R, D, d = out_r.shape[0], x_rd.shape[1], t_rl.shape[1]
     vw = vector_width(out_r.dtype, D, (x_rd, mux_rd, lvx_rd))
     L, S, k = _tables(lead, rs)
     _launch_rows("importance", "importance_log_weights_gaussian", R, out_r.dtype, vw,
-                 (out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D),
-                  np.int32(K), L, S, k))
+                 (out_r, x_rd, mux_rd, lvx_rd, t_rl, mut_rl, lvt_rl, np.int64(R), np.int32(D),
+                  np.int32(d), L, S, k))
 
 
-def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, lead, rs):
-    R, D, K = out_r.shape[0], x_rd.shape[1], t_rk.shape[1]
+def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rl, mut_rl, lvt_rl, lead, rs):
+    R, D, d = out_r.shape[0], x_rd.shape[1], t_rl.shape[1]
     vw = vector_width(out_r.dtype, D, (x_rd, l_rd))
     L, S, k = _tables(lead, rs)
     _launch_rows("importance", "importance_log_weights_bernoulli", R, out_r.dtype, vw,
-                 (out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, np.int64(R), np.int32(D), np.int32(K), L, S, k))
+                 (out_r, x_rd, l_rd, t_rl, mut_rl, lvt_rl, np.int64(R), np.int32(D), np.int32(d), L, S, k))
 
 
 def importance_bounds_fits(D, dtype, arrays):
@@ -228,16 +198,16 @@ def importance_bounds_fits(D, dtype, arrays):
     return vw if _launch.bounds_fits(D, vw) else 0
 
 
-def importance_bounds(lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk, gaussian, vw):
+def importance_bounds(lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbl, mt_bl, lt_bl, gaussian, vw):
     """The fused kernel (plain layouts only; ops.importance_bounds checks them). Bernoulli:
     dec1 = logits, dec2 unused."""
     S, B = lw_sb.shape
-    D, K = x_bd.shape[1], t_sbk.shape[2]
+    D, d = x_bd.shape[1], t_sbl.shape[2]
     base = "importance_bounds_gaussian" if gaussian else "importance_bounds_bernoulli"
     fn = _fn("importance", base, lw_sb.dtype, vw)
     fn((_launch.grid_for_blocks(B, _sms()),), (32 * _launch.IW_WARPS,),
-       (lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbk, mt_bk, lt_bk, np.int32(S),
-        np.int32(B), np.int32(D), np.int32(K)))
+       (lw_sb, elbo_b, iwae_b, x_bd, dec1_sbd, dec2_sbd, t_sbl, mt_bl, lt_bl, np.int32(S),
+        np.int32(B), np.int32(D), np.int32(d)))
 
 
 def _launch_flat(src, base, n, dtype, args):
@@ -260,18 +230,8 @@ def col2im(out, cols, s, p):
                  (out, cols, *(np.int32(v) for v in (B, H, W, C, Ho, Wo, k, s, p))))
 
 
-# --- twins of lgm._cpu.lowrank (PPCA, factor analysis) ------------------------------------------
+# --- twin of lgm._backends.cpu.lowrank.row_stats (PPCA, factor analysis) ------------------------------------------
 def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
     N, D = x_nd.shape
     _launch_rows("lowrank", "lowrank_row_stats", N, x_nd.dtype, 1,
                  (quad_n, flags_n, x_nd, mean_d, inv_psi_d, np.int64(N), np.int32(D)))
-
-
-# The per-row q x q systems of rows with missing values: batched matrix products (cuBLAS) and
-# batched Cholesky / inverse (cuSOLVER / cuBLAS), see lgm/_lowrank_batched.py for why.
-def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
-    _lowrank_batched.missing_rows_logpdf(cupy, out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d)
-
-
-def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
-    _lowrank_batched.missing_estep(cupy, ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d)

@@ -7,35 +7,24 @@ the broadcast leading shape ``lead``. Operand ``j`` finds its row for output row
 row strides along the leading axes, 0 where it is broadcast). This keeps broadcasting free (no copies) while the inner
 loop over D stays unit-stride, which is what LLVM needs to vectorise it.
 
-Options used everywhere (one decorator, ``_jit``):
-- ``parallel=True`` where there is a ``prange``: rows are split across Numba's threads.
-- ``fastmath={"reassoc", "contract"}``: reassociation lets LLVM vectorise the row sums, contraction
-  allows FMA. Not "nnan"/"ninf": NaN and inf must behave as IEEE says (NaN propagates, an all
-  -inf logsumexp row gives -inf).
-- ``error_model="numpy"``: division by zero gives inf/NaN instead of raising, and removes the
-  zero checks that would block vectorisation.
-- ``cache=True``: compiled code is cached on disk (keyed by the CPU and its features).
-Scalar constants are made with ``x.dtype.type(c)`` so float32 kernels compute in float32.
+Every kernel is compiled by the one helper of ``jit.py`` (its options are explained there).
+Latent operands carry the suffix ``_rl`` (rows, d latent dimensions); see lgm._backends for the
+names.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .fastmath import fexp, fexp_nonan, fsoftplus
-
-_FM = {"reassoc", "contract"}
-
-
-def _jit(parallel=True):
-    return njit(parallel=parallel, fastmath=_FM, error_model="numpy", cache=True, nogil=True)
+from .jit import helper, jit
 
 
 LOG_2PI = 1.8378770664093453
 
 
-@njit(cache=True)
+@helper()
 def _rows(r, lead, rs):
     """Rows of up to six operands for output row ``r`` (C order over the leading shape ``lead``):
     the multi-index of ``r`` dotted with each operand's row strides ``rs[j]`` (0 where it is
@@ -64,31 +53,47 @@ def _rows(r, lead, rs):
 
 
 # ---------------------------------------------------------------------------------------------
+# The per-element terms of the row sums, one definition each (the CUDA side's gaussian_term and
+# bernoulli_term in kernels/common.cuh): (x - mu)^2 e^-lv + lv (Gaussian, before the -1/2 and
+# the log 2 pi) and x l - softplus(l) (Bernoulli). Inlined into every kernel that sums them.
+# NaN in lv reaches the sum through "+ lv", so the NaN-free exp is enough in the Gaussian term.
+# The fused gradient kernel expands the Gaussian term itself: it needs its intermediates.
+# ---------------------------------------------------------------------------------------------
+@jit(inline=True)
+def gaussian_term(x, mu, lv):
+    d = x - mu
+    return d * d * fexp_nonan(-lv) + lv
+
+
+@jit(inline=True)
+def bernoulli_term(x, lg):
+    return x * lg - fsoftplus(lg)
+
+
+# ---------------------------------------------------------------------------------------------
 # Row functions: public building blocks a user can call from their own @njit code (1-D rows).
 # ---------------------------------------------------------------------------------------------
-@njit(fastmath=_FM, error_model="numpy", cache=True)
+@jit(parallel=False)
 def diag_gaussian_logpdf_row(x, mu, logvar):
     """log N(x | mu, diag exp(logvar)) for one row (1-D arrays of equal length)."""
     F = x.dtype.type
     acc = F(0)
     for j in range(x.shape[0]):
-        d = x[j] - mu[j]
-        # NaN in logvar reaches the sum through "+ logvar", so the NaN-free exp is enough here
-        acc += d * d * fexp_nonan(-logvar[j]) + logvar[j]
+        acc += gaussian_term(x[j], mu[j], logvar[j])
     return F(-0.5) * (acc + F(x.shape[0] * LOG_2PI))
 
 
-@njit(fastmath=_FM, error_model="numpy", cache=True)
+@jit(parallel=False)
 def bernoulli_logpmf_row(x, logits):
     """sum_j x_j l_j - softplus(l_j): log Bernoulli(x | sigmoid(l)) for one row, stable."""
     F = x.dtype.type
     acc = F(0)
     for j in range(x.shape[0]):
-        acc += x[j] * logits[j] - fsoftplus(logits[j])
+        acc += bernoulli_term(x[j], logits[j])
     return acc
 
 
-@njit(fastmath=_FM, error_model="numpy", cache=True)
+@jit(parallel=False)
 def std_normal_logpdf_row(t):
     F = t.dtype.type
     acc = F(0)
@@ -97,7 +102,7 @@ def std_normal_logpdf_row(t):
     return F(-0.5) * (acc + F(t.shape[0] * LOG_2PI))
 
 
-@njit(fastmath=_FM, error_model="numpy", cache=True)
+@jit(parallel=False)
 def kl_diag_std_normal_row(mu, logvar):
     """KL(N(mu, diag e^logvar) || N(0, I)) = -1/2 sum(1 + logvar - mu^2 - e^logvar).
 
@@ -113,7 +118,7 @@ def kl_diag_std_normal_row(mu, logvar):
 # ---------------------------------------------------------------------------------------------
 # Batched kernels
 # ---------------------------------------------------------------------------------------------
-@_jit()
+@jit()
 def diag_gaussian_logpdf(out_r, x_rd, mu_rd, lv_rd, lead, rs):
     R = out_r.shape[0]
     D = x_rd.shape[1]
@@ -123,13 +128,11 @@ def diag_gaussian_logpdf(out_r, x_rd, mu_rd, lv_rd, lead, rs):
         ix, im, il = _rows(r, lead, rs)[:3]
         acc = F(0)
         for j in range(D):
-            d = x_rd[ix, j] - mu_rd[im, j]
-            lv = lv_rd[il, j]
-            acc += d * d * fexp_nonan(-lv) + lv
+            acc += gaussian_term(x_rd[ix, j], mu_rd[im, j], lv_rd[il, j])
         out_r[r] = F(-0.5) * (acc + c)
 
 
-@_jit()
+@jit()
 def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, w_r,
                               want_dx, want_dmu, want_dlv, lead, rs):
     """Value and gradients in one pass. Gradients are weighted by w_r (ones when unweighted) and
@@ -162,7 +165,7 @@ def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, 
         out_r[r] = F(-0.5) * (acc + c)
 
 
-@_jit()
+@jit()
 def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
     R = out_r.shape[0]
     D = x_rd.shape[1]
@@ -171,12 +174,11 @@ def bernoulli_logpmf(out_r, x_rd, l_rd, lead, rs):
         ix, il = _rows(r, lead, rs)[:2]
         acc = F(0)
         for j in range(D):
-            lg = l_rd[il, j]
-            acc += x_rd[ix, j] * lg - fsoftplus(lg)
+            acc += bernoulli_term(x_rd[ix, j], l_rd[il, j])
         out_r[r] = acc
 
 
-@_jit()
+@jit()
 def bernoulli_logpmf_grad(out_r, dl_rd, x_rd, l_rd, w_r, lead, rs):
     """Value and d/dlogits = w (x - sigmoid(l)), written to a full (R, D) array."""
     R = out_r.shape[0]
@@ -189,13 +191,13 @@ def bernoulli_logpmf_grad(out_r, dl_rd, x_rd, l_rd, w_r, lead, rs):
         for j in range(D):
             lg = l_rd[il, j]
             xv = x_rd[ix, j]
-            acc += xv * lg - fsoftplus(lg)
+            acc += bernoulli_term(xv, lg)
             # sigmoid(l) = 1 / (1 + e^-l): e^-l overflows to inf for l << 0 and gives 0, exact
             dl_rd[r, j] = w * (xv - F(1) / (F(1) + fexp(-lg)))
         out_r[r] = acc
 
 
-@_jit()
+@jit()
 def std_normal_logpdf(out_r, t_rd):
     R, D = t_rd.shape
     F = t_rd.dtype.type
@@ -207,7 +209,7 @@ def std_normal_logpdf(out_r, t_rd):
         out_r[r] = F(-0.5) * (acc + c)
 
 
-@_jit()
+@jit()
 def kl_diag_std_normal(out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, want_grad, lead, rs):
     """KL(N(mu, e^lv) || N(0, I)) per row (Kingma & Welling 2014, Appendix B) and, when asked,
     d/dmu = mu, d/dlv = (e^lv - 1)/2, written to full (R, D) arrays."""
@@ -228,7 +230,7 @@ def kl_diag_std_normal(out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, want_grad, lead, rs)
         out_r[r] = F(-0.5) * acc
 
 
-@_jit()
+@jit()
 def reparameterize(t_rd, mu_rd, lv_rd, eps_rd, lead, rs):
     """t = mu + exp(lv / 2) * eps, broadcasting mu and lv over the rows of eps."""
     R, D = t_rd.shape
@@ -244,47 +246,42 @@ def reparameterize(t_rd, mu_rd, lv_rd, eps_rd, lead, rs):
 # Operand order in rs: x, dec1 (mu_x or logits), dec2 (logvar_x; unused for Bernoulli), t, mu_t,
 # lv_t. log p(t) - log q(t) = 1/2 sum((t - mu_t)^2 e^-lv_t + lv_t - t^2): the log 2 pi cancel.
 # ---------------------------------------------------------------------------------------------
-@_jit()
-def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rk, mut_rk, lvt_rk, lead, rs):
+@jit(parallel=False)
+def latent_term(t, mu_t, lv_t):
+    """sum_k (t - mu_t)^2 e^-lv_t + lv_t - t^2 over one latent row: 2 (log p(t) - log q(t))."""
+    F = t.dtype.type
+    lat = F(0)
+    for k in range(t.shape[0]):
+        lat += gaussian_term(t[k], mu_t[k], lv_t[k]) - t[k] * t[k]
+    return lat
+
+
+@jit()
+def importance_log_weights_gaussian(out_r, x_rd, mux_rd, lvx_rd, t_rl, mut_rl, lvt_rl, lead, rs):
     R = out_r.shape[0]
     D = x_rd.shape[1]
-    K = t_rk.shape[1]
     F = x_rd.dtype.type
     c = F(D * LOG_2PI)
     for r in prange(R):
         ix, im, il, it, imt, ilt = _rows(r, lead, rs)
         acc = F(0)
         for j in range(D):
-            d = x_rd[ix, j] - mux_rd[im, j]
-            lv = lvx_rd[il, j]
-            acc += d * d * fexp_nonan(-lv) + lv
-        lat = F(0)
-        for k in range(K):
-            tk = t_rk[it, k]
-            dt = tk - mut_rk[imt, k]
-            lv = lvt_rk[ilt, k]
-            lat += dt * dt * fexp_nonan(-lv) + lv - tk * tk
+            acc += gaussian_term(x_rd[ix, j], mux_rd[im, j], lvx_rd[il, j])
+        lat = latent_term(t_rl[it], mut_rl[imt], lvt_rl[ilt])
         out_r[r] = F(-0.5) * (acc + c) + F(0.5) * lat
 
 
-@_jit()
-def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, lead, rs):
+@jit()
+def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rl, mut_rl, lvt_rl, lead, rs):
     R = out_r.shape[0]
     D = x_rd.shape[1]
-    K = t_rk.shape[1]
     F = x_rd.dtype.type
     for r in prange(R):
         ix, il, _unused, it, imt, ilt = _rows(r, lead, rs)
         acc = F(0)
         for j in range(D):
-            lg = l_rd[il, j]
-            acc += x_rd[ix, j] * lg - fsoftplus(lg)
-        lat = F(0)
-        for k in range(K):
-            tk = t_rk[it, k]
-            dt = tk - mut_rk[imt, k]
-            lv = lvt_rk[ilt, k]
-            lat += dt * dt * fexp_nonan(-lv) + lv - tk * tk
+            acc += bernoulli_term(x_rd[ix, j], l_rd[il, j])
+        lat = latent_term(t_rl[it], mut_rl[imt], lvt_rl[ilt])
         out_r[r] = acc + F(0.5) * lat
 
 
@@ -294,7 +291,7 @@ def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rk, mut_rk, lvt_rk, le
 # Rules (as JAX/scipy): a non-finite max is replaced by 0 before subtracting, so an all -inf slice
 # gives log(0) = -inf without NaN; +inf anywhere gives +inf; NaN anywhere gives NaN.
 # ---------------------------------------------------------------------------------------------
-@njit(fastmath=_FM, error_model="numpy", cache=True)
+@jit(parallel=False)
 def _lse_finish(m, s, has_nan, F):
     if has_nan:
         return F(np.nan)
@@ -305,7 +302,7 @@ def _lse_finish(m, s, has_nan, F):
     return m + np.log(s)
 
 
-@_jit()
+@jit()
 def logsumexp_rows(out_p, a_pn):
     """Q == 1: each row is contiguous; reduce along it."""
     P, N = a_pn.shape
@@ -324,7 +321,7 @@ def logsumexp_rows(out_p, a_pn):
         out_p[p] = _lse_finish(m, s, nan, F)
 
 
-@_jit()
+@jit()
 def logsumexp_cols(out_pq, a_pnq):
     """Q > 1: reduce over n with the inner loop running along contiguous q (vectorised)."""
     P, N, Q = a_pnq.shape
@@ -366,7 +363,7 @@ def logsumexp_cols(out_pq, a_pnq):
 # ---------------------------------------------------------------------------------------------
 # Memory-bandwidth probe (STREAM-like read of three arrays), used by the benchmarks.
 # ---------------------------------------------------------------------------------------------
-@_jit()
+@jit()
 def read3(a_rd, b_rd, c_rd, out_r):
     R, D = a_rd.shape
     F = a_rd.dtype.type
@@ -385,7 +382,7 @@ def read3(a_rd, b_rd, c_rd, out_r):
 # runs of C values through per-patch views; measured faster than flat-offset slice copies of
 # whole k*C patch rows (im2col 1.07 vs 1.82 ms, col2im 1.06 vs 2.79 ms on the conv VAE's largest
 # layer, same process).
-@njit(cache=True, nogil=True)
+@jit(parallel=False, fastmath=())
 def im2col(cols, x, s, p):
     """cols (B, Ho, Wo, k, k, C) <- patches of x (B, H, W, C) with implicit zero padding p."""
     B, Ho, Wo, k, _, C = cols.shape
@@ -408,7 +405,7 @@ def im2col(cols, x, s, p):
                                 dst[c] = F(0)
 
 
-@njit(cache=True, nogil=True)
+@jit(parallel=False, fastmath=())
 def col2im(out, cols, s, p):
     """out (B, H, W, C) = scatter-add of cols (B, Ho, Wo, k, k, C); padding p is cropped."""
     B, Ho, Wo, k, _, C = cols.shape

@@ -7,7 +7,7 @@ Gradients of the objectives (t = mu_t + e^{logvar_t/2} eps, eps ~ N(0, I) held f
 * ELBO = mean_s log p(x | t_s) - KL(q || N(0, I)), KL in closed form (Kingma & Welling 2014,
   App. B). The decoder gets d log p / d(mu_x, logvar_x | logits) from the fused log-density
   gradient kernel (per-row weight -1/(S B), so the gradient is that of the minibatch loss).
-* IWAE_K = logsumexp_s log w_s - log K, log w = log p(x|t) + log p(t) - log q(t|x) (the fused
+* IWAE_S = logsumexp_s log w_s - log S, log w = log p(x|t) + log p(t) - log q(t|x) (the fused
   ``importance_log_weights`` kernel). d IWAE = sum_s w~_s d log w_s with w~ = softmax(log w):
   the same gradient kernel with per-row weights w~; d log p(t)/dt = -t; and, through the
   reparameterisation, log q = const - 1/2 sum logvar_t, so d(-log q)/d logvar_t = +1/2.
@@ -22,211 +22,261 @@ var_floor = 1e-3 (sigma >= 0.032, about 8 grey levels of 255) bounds each pixel'
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
 import numpy as np
 
-from . import ops
-from .io import load_npz, pack_json, save_npz_atomic, unpack_json
-from .nn import (Adam, ConstantLogvar, Conv2d, ConvTranspose2d, Linear, Params, Reshape, Sequential,
-                 array_module, serial_kernels)
+from .. import ops
+from ..io import load_npz, pack_json, save_npz_atomic, unpack_json
+from ..lowrank import lowrank_gaussian_logpdf
+from ..ops import backend_for, backend_of
+from .heads import LIKELIHOODS, make_head
+from .nn import Adam, ConstantLogvar, Conv2d, ConvTranspose2d, Linear, Params, Reshape, Sequential
+from .training import as_index, minibatch_loop
 
 __all__ = ["VAE", "mlp_vae", "conv_vae", "linear_vae", "train", "load_model"]
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+
+def _model_work(method):
+    """Run a public method of the model inside its device's threading policy (one thread for
+    lgm's Numba kernels between BLAS calls on the CPU; see lgm.ops.Backend.threads)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kw):
+        with self.params.backend.threads():
+            return method(self, *args, **kw)
+    return wrapped
 
 
 class VAE:
-    """Encoder q(t | x) = N(mu_t, diag e^logvar_t) and decoder p(x | t) (Bernoulli logits, or
-    Gaussian mu and floored logvar), parameters in one :class:`lgm.nn.Params`.
+    """Encoder q(t | x) = N(mu_t, diag e^logvar_t) and decoder p(x | t) (a likelihood head:
+    Bernoulli logits, or Gaussian mu and floored logvar), parameters in one
+    :class:`lgm.nn.Params`.
 
-    Build with :func:`mlp_vae` or :func:`conv_vae`; data are rows x of shape (N, D) in [0, 1].
+    Build with :func:`mlp_vae`, :func:`conv_vae` or :func:`linear_vae`; data are rows x of shape
+    (N, D) (in [0, 1] for a Bernoulli decoder), of the model's dtype, on the parameters' device.
+
+    Attributes
+    ----------
+    spec : dict — the architecture (what :func:`load_model` rebuilds from).
+    params : lgm.nn.Params — every parameter and its gradient, one flat buffer.
+    head : BernoulliHead or GaussianHead (lgm.models.heads).
+    D : int — the data dimension; latent_dim : int — d; likelihood : str.
     """
 
-    def __init__(self, spec, encoder, decoder, params, enc_in_shape, dec_out_shape, D, C):
+    def __init__(self, spec, encoder, decoder, params, enc_in_shape, dec_out_shape, D):
         self.spec, self.encoder, self.decoder, self.params = spec, encoder, decoder, params
-        self.enc_in_shape, self.dec_out_shape, self.D, self.C = enc_in_shape, dec_out_shape, D, C
+        self.enc_in_shape, self.dec_out_shape, self.D = enc_in_shape, dec_out_shape, D
         self.latent_dim = int(spec["latent_dim"])
         self.likelihood = spec["likelihood"]
-        self.log_var_floor = math.log(spec["var_floor"]) if self.likelihood == "gaussian" else None
+        self.head = make_head(self.likelihood, spec["var_floor"])
 
     @property
     def dtype(self):
         return self.params.dtype
+
+    @property
+    def log_var_floor(self):
+        """log of the Gaussian decoder's variance floor (None for a Bernoulli decoder)."""
+        return getattr(self.head, "log_var_floor", None)
 
     def to(self, device):
         """Move the parameters to "cpu" (numpy) or "gpu" (cupy); returns self. Data passed to
         the model must then live on the same device."""
         if device not in ("cpu", "gpu"):
             raise ValueError(f"VAE.to: expected device 'cpu' or 'gpu', got {device!r}")
-        if device == "gpu":
-            import cupy
-
-            self.params.to(cupy)
-        else:
-            self.params.to(np)
+        self.params.to(backend_for(device).xp)
         return self
 
     # --- validation ---------------------------------------------------------------------------
     def _check_x(self, x, fname):
-        xp = array_module(x)
         if not hasattr(x, "dtype") or x.dtype != self.dtype:
             raise TypeError(f"{fname}: expected x of dtype {self.dtype} (the model's), got "
                             f"{getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim != 2 or x.shape[1] != self.D or x.shape[0] == 0:
             raise ValueError(f"{fname}: expected x of shape (N >= 1, {self.D}), got {x.shape}")
-        if xp is not array_module(self.params.data):
-            raise TypeError(f"{fname}: x is a {xp.__name__} array but the model's parameters are "
-                            f"{array_module(self.params.data).__name__} arrays")
-        if not bool(xp.isfinite(x).all()):
+        be, mine = backend_of(x), self.params.backend
+        if be is not mine:
+            raise TypeError(f"{fname}: x is a {be.name} array but the model's parameters are "
+                            f"{mine.name} arrays")
+        if not bool(be.xp.isfinite(x).all()):
             raise ValueError(f"{fname}: x contains NaN or inf")
-        return xp
+        return be.xp
 
     # --- networks -----------------------------------------------------------------------------
     def encode(self, x):
-        """(mu_t, logvar_t, cache), each (N, d)."""
+        """q(t | x) for rows x (N, D): (mu_t, logvar_t, cache), each (N, d) contiguous."""
         h, cache = self.encoder.forward(x.reshape((x.shape[0],) + self.enc_in_shape))
         d = self.latent_dim
-        return h[:, :d], h[:, d:], cache
+        xp = backend_of(h).xp
+        return xp.ascontiguousarray(h[:, :d]), xp.ascontiguousarray(h[:, d:]), cache
 
     def _encode_backward(self, dmu, dlv, cache):
-        xp = array_module(dmu)
+        xp = backend_of(dmu).xp
         self.encoder.backward(xp.concatenate([dmu, dlv], axis=1), cache, need_dx=False)
 
     def decode(self, t):
-        """Decoder outputs for latents t (N, d): {'logits'} or {'mu', 'logvar'}, each (N, D)."""
-        y, cache = self.decoder.forward(t)
-        N = t.shape[0]
-        y = y.reshape(N, self.D, self.C)  # channels last: (N, D, C)
-        xp = array_module(y)
-        if self.likelihood == "bernoulli":
-            return {"logits": y.reshape(N, self.D)}, (cache, None)
-        h = xp.ascontiguousarray(y[..., 1])
-        F = y.dtype.type
-        lv = xp.logaddexp(h, F(self.log_var_floor))
-        return {"mu": xp.ascontiguousarray(y[..., 0]), "logvar": lv}, (cache, h)
+        """Decoder outputs for latents t (N, d): the head's dict ({'logits'} or {'mu', 'logvar'},
+        each (N, D)) and the cache for the backward pass."""
+        y, net_cache = self.decoder.forward(t)
+        out, head_cache = self.head.forward(y.reshape(t.shape[0], self.D, self.head.channels))
+        return out, (net_cache, head_cache)
 
     def _decode_backward(self, grads, cache):
-        net_cache, h = cache
-        if self.likelihood == "bernoulli":
-            dy = grads["logits"]
-        else:
-            xp = array_module(h)
-            F = h.dtype.type
-            dy = xp.empty(grads["mu"].shape + (2,), h.dtype)
-            dy[..., 0] = grads["mu"]
-            # d logaddexp(h, c) / dh = sigmoid(h - c)
-            dy[..., 1] = grads["logvar"] / (F(1) + xp.exp(F(self.log_var_floor) - h))
+        net_cache, head_cache = cache
+        dy = self.head.backward(grads, head_cache)
         return self.decoder.backward(dy.reshape((dy.shape[0],) + self.dec_out_shape), net_cache)
 
-    def _loglik_grad(self, x, out, weights):
-        """log p(x | t) of shape weights.shape and the weighted gradients wrt the decoder outputs."""
-        S, B = weights.shape
-        if self.likelihood == "bernoulli":
-            v, dl = ops.bernoulli_logpmf_grad(x, out["logits"].reshape(S, B, self.D), weights)
-            return v, {"logits": dl.reshape(S * B, self.D)}
-        g = ops.diag_gaussian_logpdf_grad(x, out["mu"].reshape(S, B, self.D),
-                                          out["logvar"].reshape(S, B, self.D), weights,
-                                          wrt=("mu", "logvar"))
-        return g.value, {"mu": g.dmu.reshape(S * B, self.D),
-                         "logvar": g.dlogvar.reshape(S * B, self.D)}
-
-    def _dec_kwargs(self, out, S, B):
-        return {k: v.reshape(S, B, self.D) for k, v in
-                (("logits", out.get("logits")), ("mu_x", out.get("mu")),
-                 ("logvar_x", out.get("logvar"))) if v is not None}
+    def _sample(self, x, rng, S, proposal=None):
+        """encode (or take ``proposal`` = (mu_t, logvar_t)) -> reparameterise S draws -> decode:
+        the one path from data to decoder outputs. Returns (mu_t, lv_t (B, d), eps, t (S, B, d),
+        decoder outputs, encoder cache (None with a proposal), decoder cache)."""
+        if proposal is None:
+            mu_t, lv_t, ecache = self.encode(x)
+        else:
+            (mu_t, lv_t), ecache = proposal, None
+        t, eps = ops.reparameterize(mu_t, lv_t, rng, n_samples=S)  # (S, B, d)
+        out, dcache = self.decode(t.reshape(S * x.shape[0], self.latent_dim))
+        return mu_t, lv_t, eps, t, out, ecache, dcache
 
     # --- objectives ---------------------------------------------------------------------------
+    @_model_work
     def loss_and_grad(self, x, rng, objective="elbo", n_samples=1):
-        """Minibatch loss (the negative bound, averaged over the rows of x) and its gradient,
-        accumulated into ``self.params.grad`` (call ``params.zero_grad()`` first).
+        """Minibatch loss and its gradient, accumulated into ``self.params.grad`` (call
+        ``params.zero_grad()`` first).
 
-        Returns a float for numpy data, a 0-d cupy array for cupy data (so that a GPU training
-        loop does not wait for the device after every step)."""
+        Parameters
+        ----------
+        x : array (B, D) — the minibatch, on the parameters' device.
+        rng : numpy.random.Generator — draws the reparameterisation noise.
+        objective : {"elbo", "iwae"} — the negative bound that is the loss.
+        n_samples : int — S, draws of t per row.
+
+        Returns
+        -------
+        The loss (nats per row, averaged over the rows of x): a float for numpy data, a 0-d
+        cupy array for cupy data (so that a GPU training loop does not wait for the device
+        after every step).
+        """
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"loss_and_grad: expected objective 'elbo' or 'iwae', got {objective!r}")
-        with serial_kernels():
-            return self._loss_and_grad(x, rng, objective, n_samples)
-
-    def _loss_and_grad(self, x, rng, objective, n_samples):
-        xp = array_module(x)
-        S, B, d = int(n_samples), x.shape[0], self.latent_dim
+        S = int(n_samples)
+        mu_t, lv_t, eps, t, out, ecache, dcache = self._sample(x, rng, S)
+        grad = self._elbo_grad if objective == "elbo" else self._iwae_grad
+        loss, dt, dmu, dlv = grad(x, mu_t, lv_t, t, out, dcache)
         F = x.dtype.type
-        mu_t, lv_t, ecache = self.encode(x)
-        mu_t, lv_t = xp.ascontiguousarray(mu_t), xp.ascontiguousarray(lv_t)
-        t, eps = ops.reparameterize(mu_t, lv_t, rng, n_samples=S)  # (S, B, d)
-        out, dcache = self.decode(t.reshape(S * B, d))
-        if objective == "elbo":
-            a = xp.full((S, B), F(-1.0 / (S * B)), x.dtype)  # d loss / d log p(x | t_sb)
-            lp, g = self._loglik_grad(x, out, a)
-            kl, dkl_mu, dkl_lv = ops.kl_diag_std_normal_grad(mu_t, lv_t)
-            loss = kl.mean() - lp.mean()
-        else:
-            log_w = ops.importance_log_weights(x, t, mu_t, lv_t, **self._dec_kwargs(out, S, B))
-            loss = -ops.iwae(log_w).mean()
-            a = ops.importance_weights(log_w) * F(-1.0 / B)  # (S, B)
-            _, g = self._loglik_grad(x, out, a)
-        dt = self._decode_backward(g, dcache).reshape(S, B, d)
-        if objective == "iwae":
-            dt -= a[..., None] * t  # log p(t) = -|t|²/2 + const
-        dmu = dt.sum(axis=0)
-        dlv = (dt * eps).sum(axis=0) * (F(0.5) * xp.exp(F(0.5) * lv_t))
-        if objective == "elbo":
-            dmu += dkl_mu * F(1.0 / B)
-            dlv += dkl_lv * F(1.0 / B)
-        else:
-            dlv += F(0.5) * a.sum(axis=0)[:, None]  # -log q = 1/2 sum logvar_t + const
+        dmu += dt.sum(axis=0)
+        dlv += (dt * eps).sum(axis=0) * (F(0.5) * backend_of(x).xp.exp(F(0.5) * lv_t))
         self._encode_backward(dmu, dlv, ecache)
         self.params.finish_grad()
         # a float on the CPU; a 0-d device array on the GPU (no synchronisation per step)
-        return float(loss) if xp is np else loss
+        return float(loss) if self.params.backend.name == "numpy" else loss
 
+    def _elbo_grad(self, x, mu_t, lv_t, t, out, dcache):
+        """ELBO = mean_s log p(x | t_s) - KL(q || N(0, I)) (closed-form KL, Kingma & Welling
+        2014, App. B). Returns (loss, d loss/dt (S, B, d), and the KL's d/dmu_t, d/dlv_t)."""
+        S, B = t.shape[:2]
+        F = x.dtype.type
+        a = backend_of(x).xp.full((S, B), F(-1.0 / (S * B)), x.dtype)  # d loss / d log p(x | t_sb)
+        lp, g = self.head.loglik_grad(x, out, a)
+        kl, dkl_mu, dkl_lv = ops.kl_diag_std_normal_grad(mu_t, lv_t)
+        dt = self._decode_backward(g, dcache).reshape(S, B, -1)
+        return kl.mean() - lp.mean(), dt, dkl_mu * F(1.0 / B), dkl_lv * F(1.0 / B)
+
+    def _iwae_grad(self, x, mu_t, lv_t, t, out, dcache):
+        """IWAE_S = logsumexp_s log w_s - log S (Burda et al. 2016); d IWAE = sum_s w~_s
+        d log w_s with w~ = softmax(log w). Returns (loss, d loss/dt, d/dmu_t, d/dlv_t of the
+        terms not through t)."""
+        S, B = t.shape[:2]
+        F = x.dtype.type
+        log_w = ops.importance_log_weights(x, t, mu_t, lv_t, **self.head.bound_kwargs(out, S, B))
+        a = ops.importance_weights(log_w) * F(-1.0 / B)  # (S, B)
+        _, g = self.head.loglik_grad(x, out, a)
+        dt = self._decode_backward(g, dcache).reshape(S, B, -1)
+        dt -= a[..., None] * t  # log p(t) = -|t|²/2 + const
+        xp = backend_of(x).xp
+        # -log q = 1/2 sum logvar_t + const (through the reparameterisation)
+        dlv = xp.broadcast_to(F(0.5) * a.sum(axis=0)[:, None], lv_t.shape).copy()
+        return -ops.iwae(log_w).mean(), dt, xp.zeros_like(mu_t), dlv
+
+    @_model_work
     def decoder_grad(self, x, t, a, params=True):
-        """log p(x_b | t_sb) of shape (S, B) and the gradient of sum_sb a_sb log p(x_b | t_sb)
-        with respect to t, shape (S, B, d); the gradient with respect to the decoder's
-        parameters is accumulated too unless ``params=False``. The building block of the
-        E-step strategies (Langevin moves, per-point variational updates, M-steps)."""
+        """log p(x_b | t_sb) and the gradient of sum_sb a_sb log p(x_b | t_sb): the building
+        block of the E-step strategies (Langevin moves, per-point variational updates, M-steps).
+
+        Parameters
+        ----------
+        x : array (B, D); t : array (S, B, d); a : array (S, B) — per-draw weights.
+        params : bool — also accumulate the gradient wrt the decoder's parameters.
+
+        Returns
+        -------
+        (log p of shape (S, B), the gradient wrt t of shape (S, B, d)).
+        """
         S, B, d = t.shape
         out, dc = self.decode(t.reshape(S * B, d))
-        lp, g = self._loglik_grad(x, out, a)
-        with serial_kernels(), self.params.frozen(not params):
+        lp, g = self.head.loglik_grad(x, out, a)
+        with self.params.frozen(not params):
             dt = self._decode_backward(g, dc)
         return lp, dt.reshape(S, B, d)
 
     def exact_log_likelihood(self, x):
-        """log p(x) in closed form for a linear decoder (``linear_vae``): N(b, W^T W + diag psi)."""
+        """log p(x) per row in closed form for a linear decoder (``linear_vae``):
+        N(x | b, W W^T + diag psi), shape (N,)."""
         if self.spec["kind"] != "linear":
             raise ValueError("exact_log_likelihood: only a linear decoder has a closed form")
-        from .lowrank import lowrank_gaussian_logpdf
-
         W, b, psi = self.linear_decoder()
         return lowrank_gaussian_logpdf(x, b, W, psi)
 
     def linear_decoder(self):
         """(W (D, d), mean (D,), psi (D,)) of a linear decoder, as host arrays."""
-        from ._validate import to_host
-
         v = self.params.views
+        to_host = self.params.backend.to_host
         W = to_host(v["dec.W"]).T.copy()
         b = to_host(v["dec.b"]).copy()
         c = to_host(v["dec.logvar"]).astype(np.float64)
         psi = np.exp(np.logaddexp(c, self.log_var_floor)) * np.ones(self.D)
         return W, b, psi.astype(self.dtype)
 
+    def set_linear_decoder(self, W, mean, psi):
+        """Set a linear decoder's parameters from (W (D, d), mean (D,), psi (D,)) host arrays
+        (the inverse of :meth:`linear_decoder`; an isotropic decoder takes psi's first entry)."""
+        if self.spec["kind"] != "linear":
+            raise ValueError("set_linear_decoder: only for a linear decoder")
+        v = self.params.views
+        xp = self.params.backend.xp
+        v["dec.W"][...] = xp.asarray(np.asarray(W).T.astype(self.dtype))
+        v["dec.b"][...] = xp.asarray(np.asarray(mean).astype(self.dtype))
+        psi = np.asarray(psi, np.float64)
+        if v["dec.logvar"].size == 1:
+            psi = psi[:1]
+        # invert the variance floor: logvar = log(psi - floor) (the floor is negligible here)
+        c = np.log(np.maximum(psi - math.exp(self.log_var_floor), 1e-300))
+        v["dec.logvar"][...] = xp.asarray(c.astype(self.dtype))
+
+    @_model_work
     def log_likelihood(self, x, n_samples=1000, batch_size=100, max_rows=2048, seed=0,
                        callback=None, proposal=None):
-        """Importance-sampling estimate of log p(x) per row, with q(t | x) from the encoder as the
-        proposal: logsumexp over K = ``n_samples`` draws of log w, minus log K (IWAE_K, a lower
-        bound in expectation that tightens as K grows).
+        """Importance-sampling estimate of log p(x) per row: logsumexp over S = ``n_samples``
+        draws of log w, minus log S (IWAE_S, a lower bound in expectation that tightens as S
+        grows), with q(t | x) from the encoder as the proposal.
 
-        Memory stays bounded: rows are taken ``batch_size`` at a time and samples in chunks of
-        ``max_rows // batch_size`` (so at most ``max_rows`` decoder rows live at once: for the conv
-        decoder on 28x28 images its largest temporary is ~100 kB per row, 200 MB at the default);
-        the chunks are merged by an online logsumexp. Returns an array (N,) in the data's dtype.
+        Parameters
+        ----------
+        x : array (N, D).
+        n_samples : int — S.
+        batch_size : int — rows per batch; max_rows : int — decoder rows alive at once (samples
+            go in chunks of max_rows // batch_size; for the conv decoder on 28x28 images its
+            largest temporary is ~100 kB per row, 200 MB at the default), merged by an online
+            logsumexp.
+        seed : int; callback : callable (rows done, N), optional.
+        proposal : (mu_t, logvar_t), arrays (N, d), optional — replaces the encoder (e.g. a
+            per-point Gaussian fitted by mean-field VI or moment-matched to MCMC samples).
 
-        ``proposal=(mu_t, logvar_t)``, arrays (N, d), replaces the encoder (e.g. a per-point
-        Gaussian fitted by mean-field VI or moment-matched to MCMC samples).
+        Returns
+        -------
+        array (N,) in the data's dtype, on the data's device.
         """
         fname = "log_likelihood"
         xp = self._check_x(x, fname)
@@ -239,13 +289,8 @@ class VAE:
                     raise ValueError(f"{fname}: expected {n} of shape {(x.shape[0], self.latent_dim)} "
                                      f"and dtype {x.dtype}, got {getattr(a, 'shape', None)} "
                                      f"{getattr(a, 'dtype', None)}")
-        with serial_kernels():
-            return self._log_likelihood(x, xp, n_samples, batch_size, max_rows, seed, callback,
-                                        proposal)
-
-    def _log_likelihood(self, x, xp, n_samples, batch_size, max_rows, seed, callback, proposal):
         rng = np.random.default_rng(seed)
-        N, d = x.shape[0], self.latent_dim
+        N = x.shape[0]
         out = xp.empty(N, x.dtype)
         batch_size = max(1, min(batch_size, max_rows))
         for i in range(0, N, batch_size):
@@ -253,55 +298,42 @@ class VAE:
             B = xb.shape[0]
             chunk = max(1, max_rows // B)
             if proposal is None:
-                mu_t, lv_t, _ = self.encode(xb)
+                prop = self.encode(xb)[:2]
             else:
-                mu_t, lv_t = proposal[0][i:i + B], proposal[1][i:i + B]
-            mu_t, lv_t = xp.ascontiguousarray(mu_t), xp.ascontiguousarray(lv_t)
+                prop = (xp.ascontiguousarray(proposal[0][i:i + B]),
+                        xp.ascontiguousarray(proposal[1][i:i + B]))
             lse = xp.full(B, -np.inf, x.dtype)
-            for k0 in range(0, n_samples, chunk):
-                k = min(chunk, n_samples - k0)
-                t, _ = ops.reparameterize(mu_t, lv_t, rng, n_samples=k)
-                dec, _ = self.decode(t.reshape(k * B, d))
-                lw = ops.importance_log_weights(xb, t, mu_t, lv_t, **self._dec_kwargs(dec, k, B))
+            for s0 in range(0, n_samples, chunk):
+                S = min(chunk, n_samples - s0)
+                mu_t, lv_t, _, t, dec, _, _ = self._sample(xb, rng, S, prop)
+                lw = ops.importance_log_weights(xb, t, mu_t, lv_t, **self.head.bound_kwargs(dec, S, B))
                 lse = ops.logsumexp(xp.stack([lse, ops.logsumexp(lw, axis=0)]), axis=0)
             out[i:i + B] = lse - x.dtype.type(math.log(n_samples))
             if callback is not None:
                 callback(i + B, N)
         return out
 
+    @_model_work
     def elbo(self, x, n_samples=1, seed=0):
-        """Monte Carlo ELBO per row (closed-form KL)."""
-        xp = self._check_x(x, "elbo")
+        """Monte Carlo ELBO per row (closed-form KL), shape (N,)."""
+        self._check_x(x, "elbo")
         rng = np.random.default_rng(seed)
-        mu_t, lv_t, _ = self.encode(x)
-        mu_t, lv_t = xp.ascontiguousarray(mu_t), xp.ascontiguousarray(lv_t)
-        t, _ = ops.reparameterize(mu_t, lv_t, rng, n_samples=n_samples)
-        dec, _ = self.decode(t.reshape(-1, self.latent_dim))
-        S, B = n_samples, x.shape[0]
-        if self.likelihood == "bernoulli":
-            lp = ops.bernoulli_logpmf(x, dec["logits"].reshape(S, B, self.D))
-        else:
-            lp = ops.diag_gaussian_logpdf(x, dec["mu"].reshape(S, B, self.D),
-                                          dec["logvar"].reshape(S, B, self.D))
+        mu_t, lv_t, _, _, dec, _, _ = self._sample(x, rng, n_samples)
+        lp = self.head.loglik(x, dec, n_samples, x.shape[0])
         return lp.mean(axis=0) - ops.kl_diag_std_normal(mu_t, lv_t)
 
     def mean(self, t):
-        """E[x | t]: sigmoid(logits) or mu, shape (N, D)."""
-        out, _ = self.decode(t)
-        if self.likelihood == "bernoulli":
-            xp = array_module(t)
-            return 1 / (1 + xp.exp(-out["logits"]))
-        return out["mu"]
+        """E[x | t]: sigmoid(logits) or mu, shape (N, D), for latents t (N, d)."""
+        return self.head.mean(self.decode(t)[0])
 
     def sample(self, n, seed=0):
-        """Means E[x | t] at n draws t ~ N(0, I)."""
+        """Means E[x | t] at n draws t ~ N(0, I), shape (n, D)."""
         t = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype(self.dtype)
-        return self.mean(array_module(self.params.data).asarray(t))
+        return self.mean(self.params.backend.xp.asarray(t))
 
     def reconstruct(self, x):
-        """E[x | t = mu_t(x)]."""
-        mu_t, _, _ = self.encode(x)
-        return self.mean(array_module(x).ascontiguousarray(mu_t))
+        """E[x | t = mu_t(x)], shape (N, D)."""
+        return self.mean(self.encode(x)[0])
 
     def transform(self, x):
         """Posterior means mu_t(x), shape (N, d)."""
@@ -315,8 +347,8 @@ class VAE:
         arrays = {"param/" + k: v for k, v in self.params.state().items()}
         return save_npz_atomic(path, spec=pack_json(self.spec), **arrays, **(extra or {}))
 
-    def _load_params(self, arrays):
-        """Parameters from the arrays of a file written by :meth:`save`."""
+    def load_params(self, arrays):
+        """Set the parameters from the arrays of a file written by :meth:`save`."""
         self.params.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
 
 
@@ -400,7 +432,7 @@ def _build(spec):
     else:
         raise ValueError(f"unknown model kind {spec['kind']!r}")
     P.build(seed=spec["seed"])
-    return VAE(spec, enc, dec, P, enc_in, dec_out, D, C)
+    return VAE(spec, enc, dec, P, enc_in, dec_out, D)
 
 
 def load_model(path):
@@ -409,23 +441,35 @@ def load_model(path):
     if "spec" not in arrays:
         raise ValueError(f"load_model: {str(path)!r} is not an lgm model file (no 'spec')")
     model = _build(unpack_json(arrays["spec"]))
-    model._load_params(arrays)
+    model.load_params(arrays)
     return model
 
 
 # --- training -----------------------------------------------------------------------------------
 def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_samples=1,
           seed=0, checkpoint=None, resume=False, callback=None):
-    """Minibatch training with Adam, seeded and reproducible.
+    """Minibatch training with Adam, seeded and reproducible (the one minibatch loop,
+    :func:`lgm.models.training.minibatch_loop`).
 
-    Each epoch shuffles X with a generator seeded by ``seed``; the same generator draws the
-    reparameterisation noise. With ``checkpoint`` (an .npz path) the complete state — parameters,
-    Adam moments and step, generator state, epoch and loss history — is written atomically after
-    every epoch; ``resume=True`` continues from it, giving the same losses as an uninterrupted run.
-    ``callback(epoch, step, n_steps, loss)`` is called after every step (progress bars live in
-    the caller). Returns the list of mean training losses per epoch (negative bound, nats).
+    Parameters
+    ----------
+    model : VAE.
+    X : array (N, D) of the model's dtype, on the parameters' device.
+    epochs : int; batch_size : int; lr : float — Adam's step size.
+    objective : {"elbo", "iwae"}; n_samples : int — S, draws of t per row.
+    seed : int — each epoch shuffles X with a generator seeded by ``seed``; the same generator
+        draws the reparameterisation noise.
+    checkpoint : path to an .npz, optional — the complete state (parameters, Adam moments and
+        step, generator state, epoch and loss history) is written atomically after every epoch.
+    resume : bool — continue from ``checkpoint`` (the same losses as an uninterrupted run).
+    callback : callable (epoch, step, n_steps, loss), optional — after every step (progress bars
+        live in the caller).
+
+    Returns
+    -------
+    list of the mean training loss per epoch (negative bound, nats per row).
     """
-    xp = model._check_x(X, "train")
+    model._check_x(X, "train")
     if objective not in ("elbo", "iwae"):
         raise ValueError(f"train: expected objective 'elbo' or 'iwae', got {objective!r}")
     rng = np.random.default_rng(seed)
@@ -441,38 +485,29 @@ def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_s
             meta = unpack_json(st["meta"])
             if meta["spec"] != _json_spec(model.spec):
                 raise ValueError(f"train: checkpoint {str(checkpoint)!r} is for another model")
-            model._load_params(st)
+            model.load_params(st)
             opt.load_state({"m": st["adam/m"], "v": st["adam/v"], "t": st["adam/t"]})
             rng.bit_generator.state = meta["rng"]
             history, epoch0 = list(meta["history"]), int(meta["epoch"])
-    with serial_kernels():
-        return _train_loop(model, X, xp, rng, opt, history, epoch0, epochs, batch_size, objective,
-                           n_samples, checkpoint, callback)
 
+    def step(idx):
+        model.params.zero_grad()
+        loss = model.loss_and_grad(X[as_index(X, idx)], rng, objective, n_samples)
+        opt.step()
+        return loss
 
-def _train_loop(model, X, xp, rng, opt, history, epoch0, epochs, batch_size, objective, n_samples,
-                checkpoint, callback):
-    N = X.shape[0]
-    n_steps = -(-N // batch_size)
-    for epoch in range(epoch0, epochs):
-        perm = rng.permutation(N)
-        total = 0.0
-        for s in range(n_steps):
-            idx = perm[s * batch_size:(s + 1) * batch_size]
-            xb = X[xp.asarray(idx)] if xp is not np else X[idx]
-            model.params.zero_grad()
-            loss = model.loss_and_grad(xb, rng, objective, n_samples)
-            opt.step()
-            total += loss * len(idx)
-            if callback is not None:
-                callback(epoch, s, n_steps, loss)
-        history.append(float(total) / N)
+    def on_epoch(st, mean_loss):
+        history.append(mean_loss)
         if checkpoint is not None:
             meta = dict(spec=_json_spec(model.spec), rng=rng.bit_generator.state,
-                        history=history, epoch=epoch + 1, time=time.time())
+                        history=history, epoch=st.epoch + 1, time=time.time())
             ad = opt.state()
             model.save(checkpoint, extra={"meta": pack_json(meta), "adam/m": ad["m"],
                                           "adam/v": ad["v"], "adam/t": ad["t"]})
+
+    on_step = None if callback is None else (lambda st: callback(st.epoch, st.step, st.n_steps, st.loss))
+    minibatch_loop(step, X.shape[0], rng=rng, batch_size=batch_size, epochs=epochs, epoch0=epoch0,
+                   on_step=on_step, on_epoch=on_epoch)
     return history
 
 

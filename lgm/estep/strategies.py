@@ -20,26 +20,28 @@ fused kernels through :meth:`lgm.vae.VAE.decoder_grad`.
                   across iterations, a few reparameterised Adam steps on each point's ELBO per
                   E-step. Memory grows with N: 6 x N x d numbers (m, log s², Adam moments).
 ``amortized``     An encoder q(t | x) (the VAE): one joint ELBO step updates encoder and decoder.
-``iwae``          The importance-weighted bound with K samples (encoder as proposal).
+``iwae``          The importance-weighted bound with S = n_samples samples (encoder as proposal).
 ================  =================================================================================
 
-Held-out evaluation uses each strategy's best proposal: the encoder (amortized, iwae), a q_i
+The harness that runs them (equal budgets, held-out scores) is ``lgm.estep.harness``. Held-out
+evaluation uses each strategy's best proposal: the encoder (amortized, iwae), a q_i
 fitted on the test points with the decoder fixed (meanfield), a Gaussian moment-matched to chains
 run on the test points (mcmc); for linear decoders the exact log-likelihood.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .nn import Adam, array_module
+from ..models.linear import CompleteData, em_step
+from ..models.nn import Adam
+from ..ops import backend_of
 
-__all__ = ["STRATEGIES", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized", "IWAE",
-           "RunResult", "run_strategy", "heldout_loglik"]
+__all__ = ["STRATEGIES", "Strategy", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized",
+           "IWAE"]
 
 STRATEGIES = ("exact", "mcmc", "meanfield", "amortized", "iwae")
 
@@ -75,7 +77,7 @@ class Strategy:
     def _m_step(self, model, x, t):
         """Adam step on the decoder along the mean over samples and points of d log p(x | t)."""
         S, B = t.shape[:2]
-        xp = array_module(x)
+        xp = backend_of(x).xp
         model.params.zero_grad()
         lp, _ = model.decoder_grad(x, t, xp.full((S, B), -1.0 / (S * B), x.dtype), params=True)
         self.opt.step()
@@ -91,26 +93,15 @@ class Exact(Strategy):
     def setup(self, model, X):
         if model.spec["kind"] != "linear":
             raise ValueError("exact E-step: only a linear decoder has a Gaussian posterior")
-        from .linear import _Stats
-
         super().setup(model, X)
-        self.st = _Stats(np.asarray(X, np.float64))
+        self.st = CompleteData(backend_of(X).to_host(X).astype(np.float64))
 
     def iteration(self, model, X, idx):
-        from .linear import _em_step
-
         W, _, psi = model.linear_decoder()
-        W1, psi1, ll = _em_step(self.st, W.astype(np.float64), psi.astype(np.float64))
+        W1, psi1, ll = em_step(self.st, W.astype(np.float64), psi.astype(np.float64))
         if model.spec.get("isotropic"):
             psi1 = np.full_like(psi1, psi1.mean())
-        psi1 = np.maximum(psi1, 1e-12)
-        v = model.params.views
-        xp = array_module(v["dec.W"])
-        v["dec.W"][...] = xp.asarray(W1.T.astype(model.dtype))
-        v["dec.b"][...] = xp.asarray(self.st.mean.astype(model.dtype))
-        # invert the variance floor: logvar = log(psi - floor) (the floor is negligible here)
-        c = np.log(np.maximum(psi1 - math.exp(model.log_var_floor), 1e-300))
-        v["dec.logvar"][...] = xp.asarray(c[: v["dec.logvar"].size].astype(model.dtype))
+        model.set_linear_decoder(W1, self.st.mean, np.maximum(psi1, 1e-12))
         return -ll
 
 
@@ -129,13 +120,13 @@ class Amortized(Strategy):
 class IWAE(Strategy):
     name = "iwae"
 
-    def __init__(self, lr=1e-3, seed=0, K=5):
+    def __init__(self, lr=1e-3, seed=0, n_samples=5):
         super().__init__(lr, seed)
-        self.K = K
+        self.n_samples = n_samples
 
     def iteration(self, model, X, idx):
         model.params.zero_grad()
-        loss = model.loss_and_grad(X[idx], self.rng, "iwae", self.K)
+        loss = model.loss_and_grad(X[idx], self.rng, "iwae", self.n_samples)
         self.opt.step()
         return float(loss)
 
@@ -158,7 +149,7 @@ class MCMC(Strategy):
         self.acc_sum, self.acc_n = 0.0, 0
 
     def _init_state(self, model, N):
-        xp = array_module(model.params.data)
+        xp = backend_of(model.params.data).xp
         d = model.latent_dim
         chains = xp.asarray(self.rng.standard_normal((self.M, N, d)).astype(model.dtype))
         log_eps = xp.full(N, -math.log(d) / 6, model.dtype)  # MALA scaling: eps ~ d^(-1/6)
@@ -166,14 +157,14 @@ class MCMC(Strategy):
 
     def _log_joint(self, model, x, t):
         """log p(x, t) (S, B) and its gradient in t (S, B, d), decoder parameters untouched."""
-        xp = array_module(x)
+        xp = backend_of(x).xp
         S, B, _ = t.shape
         lp, dt = model.decoder_grad(x, t, xp.ones((S, B), x.dtype), params=False)
         return lp - 0.5 * (t * t).sum(-1), dt - t
 
     def _mala(self, model, x, t, log_eps, n_steps, adapt=True):
         """n_steps MALA moves of the chains t (M, B, d); returns (t, log_eps, acceptance rate)."""
-        xp = array_module(x)
+        xp = backend_of(x).xp
         F = x.dtype.type
         lj, g = self._log_joint(model, x, t)
         acc_tot = 0.0
@@ -212,7 +203,7 @@ class MCMC(Strategy):
         """Chains run on X with the decoder fixed (``eval_burn`` adapting moves, then
         ``eval_collect`` collected); a diagonal Gaussian moment-matched to their samples
         (variance inflated by ``inflate`` so the proposal covers the posterior's tails)."""
-        xp = array_module(X)
+        xp = backend_of(X).xp
         n_burn, n_collect = self.eval_burn, self.eval_collect
         mus, lvs = [], []
         for i in range(0, X.shape[0], batch):
@@ -254,7 +245,7 @@ class MeanField(Strategy):
 
     @staticmethod
     def _init_q(model, N):
-        xp = array_module(model.params.data)
+        xp = backend_of(model.params.data).xp
         d = model.latent_dim
         z = lambda: xp.zeros((N, d), model.dtype)  # noqa: E731
         return {"m": z(), "lv": z(), "m1": z(), "m2": z(), "v1": z(), "v2": z(),
@@ -262,7 +253,7 @@ class MeanField(Strategy):
 
     def _update(self, model, x, q, idx, n_steps):
         """n_steps Adam steps on each point's negative ELBO in (m_i, logvar_i)."""
-        xp = array_module(x)
+        xp = backend_of(x).xp
         F = x.dtype.type
         b1, b2, eps = F(0.9), F(0.999), F(1e-8)
         m, lv = q["m"][idx], q["lv"][idx]
@@ -289,7 +280,7 @@ class MeanField(Strategy):
 
     def iteration(self, model, X, idx):
         x = X[idx]
-        xp = array_module(x)
+        xp = backend_of(x).xp
         m, lv = self._update(model, x, self.q, idx, self.n_inner)
         noise = xp.asarray(self.rng.standard_normal((self.S,) + m.shape).astype(x.dtype))
         t = m + xp.exp(x.dtype.type(0.5) * lv) * noise
@@ -299,7 +290,7 @@ class MeanField(Strategy):
 
     def proposal(self, model, X, batch=500):
         """Per-point Gaussians fitted to X with the decoder fixed (``eval_steps`` Adam steps)."""
-        xp = array_module(X)
+        xp = backend_of(X).xp
         n_steps = self.eval_steps
         q = self._init_q(model, X.shape[0])
         for i in range(0, X.shape[0], batch):
@@ -320,73 +311,6 @@ def make_strategy(name, **kw):
     options can be passed to all)."""
     if name not in _CLASSES:
         raise ValueError(f"expected a strategy in {STRATEGIES}, got {name!r}")
-    import inspect
-
     cls = _CLASSES[name]
     params = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in kw.items() if k in params})
-
-
-# --- evaluation and the harness -------------------------------------------------------------------
-def heldout_loglik(model, strategy, X_test, K=1000, seed=0):
-    """Mean held-out log-likelihood per point: exact for linear decoders, else importance sampling
-    with K samples from the strategy's best proposal."""
-    if model.spec["kind"] == "linear":
-        return float(np.mean(model.exact_log_likelihood(X_test)))
-    prop = strategy.proposal(model, X_test)
-    ll = model.log_likelihood(X_test, n_samples=K, seed=seed, proposal=prop)
-    return float(ll.mean())
-
-
-@dataclass
-class RunResult:
-    strategy: str
-    seed: int
-    times: list = field(default_factory=list)  # training seconds at each evaluation
-    heldout: list = field(default_factory=list)  # held-out log-likelihood (K = K_curve)
-    final: float = float("nan")  # held-out log-likelihood at the end (K = K_final)
-    iterations: int = 0
-    train_seconds: float = 0.0
-    state_bytes: int = 0
-    stats: dict = field(default_factory=dict)
-
-    @property
-    def ms_per_iteration(self):
-        return 1e3 * self.train_seconds / max(self.iterations, 1)
-
-
-def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, K_curve=100, K_final=1000,
-                 batch_size=128, lr=1e-3, seed=0, strategy_kw=None, callback=None):
-    """Train ``model`` with strategy ``name`` for ``budget_s`` seconds of training time (the
-    evaluations are not counted), evaluating the held-out log-likelihood ``n_evals`` times on a
-    geometric time grid and once more at the end with ``K_final`` samples."""
-    strat = make_strategy(name, lr=lr, seed=seed, **(strategy_kw or {}))
-    strat.setup(model, X_train)
-    res = RunResult(name, seed)
-    N = X_train.shape[0]
-    rng = np.random.default_rng(seed + 1000)
-    grid = [budget_s * 2.0 ** (k - n_evals + 1) for k in range(n_evals)]
-    trained, perm, pos = 0.0, rng.permutation(N), 0
-    for target in grid:
-        while trained < target:
-            if strat.full_batch:
-                idx = None
-            else:
-                if pos + batch_size > N:
-                    perm, pos = rng.permutation(N), 0
-                idx = perm[pos:pos + batch_size]
-                pos += batch_size
-            t0 = time.perf_counter()
-            strat.iteration(model, X_train, idx)
-            trained += time.perf_counter() - t0
-            res.iterations += 1
-        res.times.append(trained)
-        res.heldout.append(heldout_loglik(model, strat, X_test, K=K_curve, seed=seed))
-        if callback is not None:
-            callback(name, trained, res.heldout[-1])
-    res.train_seconds = trained
-    res.final = (res.heldout[-1] if model.spec["kind"] == "linear"
-                 else heldout_loglik(model, strat, X_test, K=K_final, seed=seed))
-    res.state_bytes = strat.state_bytes()
-    res.stats = strat.stats()
-    return res

@@ -6,7 +6,7 @@
     lgm estep-bench [--experiments ppca,mnist] [--budget S] [--seeds N] [--out DIR]
         E-step strategies side by side under equal time budgets (table + plot).
     lgm fit DATA --model {ppca,fa,vae-mlp,vae-conv} [--strategy ...] [--out model.npz]
-    lgm score DATA --model-file model.npz [--samples K] [--out scores.csv]
+    lgm score DATA --model-file model.npz [--samples S] [--out scores.csv]
         Fit a model to your own data (.npy, .npz, .csv, MNIST IDX) and score data with it.
     lgm bench [--quick] [--threads 1,2] [--dtypes float32,float64] [--no-compile] [--out FILE]
         Kernel benchmarks against numpy/scipy/torch in one run (tables as Markdown).
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .io import write_atomic
+from lgm.io import write_atomic
 
 
 def _csv(kind, value, choices=None):
@@ -45,7 +45,7 @@ def _threads(value):
 
 
 def cmd_bench(args):
-    from lgm import bench
+    from lgm.front import bench
 
     threads = args.threads
     print(f"lgm bench: {'quick sizes' if args.quick else 'full sizes'}, threads {threads}, "
@@ -63,31 +63,22 @@ def cmd_bench(args):
 
 
 def cmd_info(args):
-    import numba
-    import numpy as np
+    from lgm.ops import device_info
 
-    from lgm._config import VECTOR_WIDTH_INFO
-
-    print(f"numpy {np.__version__}, numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads)")
-    print(f"CPU vectors: {VECTOR_WIDTH_INFO}")
-    try:
-        from lgm import _gpu
-
-        print("GPU: " + _gpu.backend_info())
-    except Exception as exc:  # noqa: BLE001 - report whatever stops the GPU backend
-        print(f"GPU: unavailable ({exc})")
+    for line in device_info():
+        print(line)
     return 0
 
 
 def cmd_demo(args):
-    from lgm.demo import demo
+    from lgm.front.demo import demo
 
     demo(out=args.out, quick=args.quick)
     return 0
 
 
 def cmd_estep_bench(args):
-    from lgm.demo import estep_bench
+    from lgm.front.demo import estep_bench
 
     estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
                 seeds=tuple(range(args.seeds)))
@@ -95,10 +86,10 @@ def cmd_estep_bench(args):
 
 
 def _bar(desc):
-    """A progress bar (lgm.demo's, a no-op without tqdm) and the callback that advances it."""
-    from lgm.demo import _progress
+    """A progress bar (lgm.front.progress; a no-op without tqdm) and the callback that advances it."""
+    from lgm.front.progress import progress_bar
 
-    bar = _progress(desc=desc, unit="step")
+    bar = progress_bar(desc=desc, unit="step")
     steps = [0]
 
     def progress(n, loss):
@@ -111,7 +102,7 @@ def _bar(desc):
 
 
 def cmd_fit(args):
-    from lgm import fitting
+    from lgm.front import fitting
 
     shape = None
     if args.image_shape:
@@ -131,7 +122,7 @@ def cmd_fit(args):
 
 
 def cmd_score(args):
-    from lgm import fitting
+    from lgm.front import fitting
 
     fitting.score(args.data, args.model_file, n_samples=args.samples, key=args.key, out=args.out,
                   seed=args.seed, force=args.force)
@@ -181,14 +172,14 @@ def main(argv=None):
     s = sub.add_parser("score", help="log-likelihood of each row of a data file under a saved model")
     s.add_argument("data")
     s.add_argument("--model-file", required=True)
-    s.add_argument("--samples", type=int, default=1000, help="importance samples K (VAE)")
+    s.add_argument("--samples", type=int, default=1000, help="importance samples S (VAE)")
     s.add_argument("--key")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="write per-row scores (CSV)")
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_score)
     args = p.parse_args(argv)
-    from lgm.fitting import UsageError
+    from lgm.front.fitting import UsageError
 
     try:
         return args.fn(args)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import load_array
-from .io import load_npz, pack_json, save_npz_atomic, unpack_json
+from ..io import load_npz, pack_json, save_npz_atomic, unpack_json
 
 MODELS = ("ppca", "fa", "vae-mlp", "vae-conv")
 VAE_STRATEGIES = ("amortized", "iwae", "mcmc", "meanfield")
@@ -46,7 +46,7 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
     X = _load_data(data, key, scale, "data file")
     N, D = X.shape
     if model in ("ppca", "fa"):
-        from .linear import PPCA, FactorAnalysis
+        from ..models.linear import PPCA, FactorAnalysis
 
         if strategy not in (None, "exact"):
             raise UsageError(f"--strategy: linear models use the exact E-step, got {strategy!r}")
@@ -84,7 +84,7 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
         raise UsageError(f"a Bernoulli decoder needs data in [0, 1], got [{X.min():g}, {X.max():g}]; "
                          "rescale with --scale (e.g. 255 for 8-bit images) or use --likelihood gaussian")
     X = X.astype(np.float32)
-    from .vae import conv_vae, mlp_vae
+    from ..models.vae import conv_vae, mlp_vae
 
     if model == "vae-conv":
         if image_shape is None:
@@ -101,9 +101,8 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
             raise UsageError(str(exc)) from None
     else:
         m = mlp_vae(D=D, hidden=400, latent_dim=components, likelihood=likelihood, seed=seed)
-    n_steps = -(-N // batch_size)
     if strategy in ("amortized", "iwae"):
-        from .vae import train
+        from ..models.vae import train
 
         hist = train(m, X, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                      objective="elbo" if strategy == "amortized" else "iwae",
@@ -111,21 +110,18 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
                      callback=(lambda e, s, n, loss: progress(1, float(loss))) if progress else None)
         final = hist[-1]
     else:
-        from .estep import make_strategy
+        from ..estep import make_strategy
+
+        from ..models.training import minibatch_loop
 
         st = make_strategy(strategy, lr=lr, seed=seed)
         st.setup(m, X)
-        rng = np.random.default_rng(seed)
-        for _ in range(epochs):
-            perm = rng.permutation(N)
-            tot = 0.0
-            for s in range(n_steps):
-                idx = perm[s * batch_size:(s + 1) * batch_size]
-                loss = st.iteration(m, X, idx)
-                tot += loss * len(idx)
-                if progress:
-                    progress(1, loss)
-            final = tot / N
+        losses = []
+        minibatch_loop(lambda idx: st.iteration(m, X, idx), N, rng=np.random.default_rng(seed),
+                       batch_size=batch_size, epochs=epochs,
+                       on_step=(lambda s: progress(1, s.loss)) if progress else None,
+                       on_epoch=lambda s, mean_loss: losses.append(mean_loss))
+        final = losses[-1] if losses else float("nan")
     m.save(out, extra={"fit": pack_json({"strategy": strategy, "epochs": epochs,
                                           "binarize": bool(binarize), "scale": scale})})
     say(f"{model} ({likelihood}, d = {components}, {strategy}): final training loss {final:.3f} "
@@ -143,14 +139,14 @@ def load(path):
         raise UsageError(f"{str(path)!r} is not an lgm model file")
     spec = unpack_json(arrays["spec"])
     if spec.get("kind") in ("ppca", "fa"):
-        from .linear import PPCA, FactorAnalysis
+        from ..models.linear import PPCA, FactorAnalysis
 
-        est = (PPCA if spec["kind"] == "ppca" else FactorAnalysis)(spec["n_components"])
-        W, mean, psi = arrays["W"], arrays["mean"], arrays["psi"]
-        est._set_fitted(mean, W, psi, spec["n_iter"], [], W.dtype)
-        est.n_features_in_ = W.shape[0]
+        cls = PPCA if spec["kind"] == "ppca" else FactorAnalysis
+        psi = arrays["psi"]
+        est = cls.from_params(arrays["W"], arrays["mean"], psi[0] if spec["kind"] == "ppca" else psi,
+                              n_iter=spec["n_iter"])
         return "linear", est, spec
-    from .vae import load_model
+    from ..models.vae import load_model
 
     info = unpack_json(arrays["fit"]) if "fit" in arrays else {"strategy": "amortized"}
     return "vae", load_model(path), info
@@ -178,20 +174,20 @@ def score(data, model_file, *, n_samples=1000, key=None, out=None, seed=0, force
         X = X.astype(model.dtype)
         prop = None
         if info["strategy"] in ("mcmc", "meanfield"):
-            from .estep import make_strategy
+            from ..estep import make_strategy
 
             st = make_strategy(info["strategy"], seed=seed)
             st.rng = np.random.default_rng(seed)
             prop = st.proposal(model, X)
         ll = model.log_likelihood(X, n_samples=n_samples, seed=seed, proposal=prop)
-        how = f"importance sampling, K = {n_samples}, proposal: " + (
+        how = f"importance sampling, S = {n_samples} samples, proposal: " + (
             "encoder" if prop is None else f"{info['strategy']} fit on these rows")
     say(f"mean log-likelihood {float(np.mean(ll)):.4f} nats per row over {len(ll)} rows ({how})")
     if out is not None:
         out = Path(out)
         if out.exists() and not force:
             raise UsageError(f"{str(out)!r} exists; choose another --out or pass --force")
-        from .io import write_atomic
+        from ..io import write_atomic
 
         write_atomic(out, "log_likelihood\n" + "\n".join(f"{v:.10g}" for v in np.asarray(ll)) + "\n")
         say(f"wrote {out}")

@@ -27,44 +27,10 @@ import math
 
 import numpy as np
 
-from . import ops
-from ._validate import array_module as _array_module_name, to_host
+from ..ops import backend_of, col2im as _ops_col2im, im2col as _ops_im2col
 
 __all__ = ["Params", "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "Reshape", "ConstantLogvar",
-           "Sequential", "Adam", "array_module", "serial_kernels"]
-
-
-def array_module(a):
-    """numpy or cupy, whichever owns ``a`` (the rule of lgm._validate.array_module, as a module;
-    cupy is never imported for numpy input)."""
-    if _array_module_name(a) == "cupy":
-        import cupy
-
-        return cupy
-    return np
-
-
-class serial_kernels:
-    """Context: lgm's Numba kernels run on one thread inside it (thread-local, restored on exit).
-
-    The layers' work is GEMMs (BLAS, all cores) between small elementwise kernels. OpenBLAS's
-    workers keep spinning for a while after each call; a parallel Numba region started then
-    fights them for the cores (on 2 cores: 3-7x slower training steps, measured), while the same
-    small kernels on one thread cost little. Used by the models' training and evaluation loops.
-    """
-
-    def __enter__(self):
-        import numba
-
-        self._n = numba.get_num_threads()
-        numba.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self._n)
-        return False
+           "Sequential", "Adam"]
 
 
 def _check_dtype(dtype):
@@ -160,7 +126,7 @@ class Params:
         if self._frozen:
             return
         g = self.grads[name]
-        xp = array_module(g)
+        xp = backend_of(g).xp
         if matmul is not None:
             a, b = matmul
             g = g.reshape(a.shape[0], b.shape[1])  # a view: the buffers are contiguous
@@ -175,8 +141,14 @@ class Params:
         else:
             g += value
 
+    @property
+    def backend(self):
+        """The :class:`lgm.ops.Backend` of the parameters' device."""
+        return backend_of(self.data)
+
     def state(self):
         """Named host copies of the parameters (for .npz files)."""
+        to_host = self.backend.to_host
         return {n: to_host(v) for n, v in self.views.items()}
 
     def load_state(self, state):
@@ -188,11 +160,11 @@ class Params:
                 raise ValueError(f"Params: expected {name!r} of shape {shape}, got {v.shape}")
             if v.dtype != self.dtype:
                 raise TypeError(f"Params: expected {name!r} of dtype {self.dtype}, got {v.dtype}")
-            self.views[name][...] = array_module(self.data).asarray(v)
+            self.views[name][...] = self.backend.xp.asarray(v)
 
     def to(self, xp):
         """Move the buffers to numpy or cupy (views are rebuilt)."""
-        self.data = xp.asarray(to_host(self.data) if xp is np else self.data)
+        self.data = xp.asarray(self.backend.to_host(self.data) if xp is np else self.data)
         self.grad = xp.zeros_like(self.data)
         self._make_views()
         return self
@@ -231,32 +203,6 @@ class Layer:
         return self.forward(x)[0]
 
 
-def _bias_act(y2, b, relu):
-    """y2 (M, N) <- act(y2 + b) in place (act: ReLU when ``relu``, else identity)."""
-    if isinstance(y2, np.ndarray):
-        from ._cpu.nn import bias_act
-
-        bias_act(y2, b, relu)
-    else:
-        y2 += b
-        if relu:
-            array_module(y2).maximum(y2, 0, out=y2)
-
-
-def _act_bias_backward(dy2, y2, relu):
-    """(dy2 masked by y2 > 0 when ``relu``, bias gradient dy2.sum(0)); dy2 is modified in place
-    (it is the step's own temporary)."""
-    if isinstance(dy2, np.ndarray):
-        from ._cpu.nn import act_bias_backward
-
-        if not (dy2.flags.c_contiguous and dy2.flags.writeable):
-            dy2 = np.ascontiguousarray(dy2).copy()
-        return dy2, act_bias_backward(dy2, y2 if relu else dy2, relu)
-    if relu:
-        dy2 = array_module(dy2).where(y2 > 0, dy2, dy2.dtype.type(0))
-    return dy2, dy2.sum(axis=0)
-
-
 class Linear(Layer):
     """y = x W + b with W of shape (n_in, n_out) (then ReLU, fused, with ``relu=True``).
     PyTorch's default initialisation."""
@@ -271,13 +217,13 @@ class Linear(Layer):
     def forward(self, x):  # x: (N, n_in) -> y: (N, n_out)
         p = self.params.views
         y = x @ p[self.name + ".W"]
-        _bias_act(y, p[self.name + ".b"], self.relu)
+        backend_of(y).nn.bias_act(y, p[self.name + ".b"], self.relu)
         return y, (x, y if self.relu else None)
 
     def backward(self, dy, cache, need_dx=True):  # dy: (N, n_out)
         x, y = cache
         P = self.params
-        dy, db = _act_bias_backward(dy, y, self.relu)
+        dy, db = backend_of(dy).nn.act_bias_backward(dy, y, self.relu)
         P.accumulate(self.name + ".W", matmul=(x.T, dy))
         P.accumulate(self.name + ".b", db)
         return dy @ P.views[self.name + ".W"].T if need_dx else None
@@ -291,18 +237,11 @@ class ReLU(Layer):
         self.inplace = inplace
 
     def forward(self, x):
-        xp = array_module(x)
-        y = xp.maximum(x, 0, out=x if self.inplace else None)
+        y = backend_of(x).xp.maximum(x, 0, out=x if self.inplace else None)
         return y, y
 
     def backward(self, dy, y, need_dx=True):
-        xp = array_module(dy)
-        if xp is np and dy.flags.c_contiguous and dy.flags.writeable:
-            from ._cpu.nn import relu_backward
-
-            relu_backward(dy.reshape(-1), y.reshape(-1))  # dy is this step's own temporary
-            return dy
-        return xp.where(y > 0, dy, dy.dtype.type(0))
+        return backend_of(dy).nn.relu_backward(dy, y)
 
 
 class Reshape(Layer):
@@ -323,44 +262,12 @@ def _out_size(n, k, s, p):
 
 
 def im2col(x, k, s, p, Ho, Wo):
-    """(B, H, W, C) -> (B, Ho, Wo, k, k, C) patches with zero padding ``p`` (the fused kernels:
-    Numba on numpy arrays, CUDA on cupy arrays; see :func:`lgm.ops.im2col`)."""
-    cols = ops.im2col(x, k, s, p)
+    """(B, H, W, C) -> (B, Ho, Wo, k, k, C) patches with zero padding ``p`` (the fused kernels of
+    :func:`lgm.ops.im2col`; specification: :func:`lgm.reference.im2col`)."""
+    cols = _ops_im2col(x, k, s, p)
     if cols.shape[1:3] != (Ho, Wo):
         raise ValueError(f"im2col: expected output {Ho}x{Wo}, got {cols.shape[1:3]}")
     return cols
-
-
-def im2col_slices(x, k, s, p, Ho, Wo):
-    """Array-module im2col (any xp): the specification the Numba kernel is tested against."""
-    xp = array_module(x)
-    B, H, W, C = x.shape
-    if p:
-        xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), x.dtype)
-        xpad[:, p:p + H, p:p + W] = x
-    else:
-        xpad = x
-    cols = xp.empty((B, Ho, Wo, k, k, C), x.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, :, i, j, :] = xpad[:, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s, :]
-    return cols
-
-
-def col2im(cols, H, W, s, p):
-    """Adjoint of :func:`im2col`: scatter-add (B, Ho, Wo, k, k, C) patches into (B, H, W, C)."""
-    return ops.col2im(cols, H, W, s, p)
-
-
-def col2im_slices(cols, H, W, s, p):
-    """Array-module col2im (any xp): k*k strided slice adds into a padded buffer, then crop."""
-    xp = array_module(cols)
-    B, Ho, Wo, k, _, C = cols.shape
-    out = xp.zeros((B, H + 2 * p, W + 2 * p, C), cols.dtype)
-    for i in range(k):
-        for j in range(k):
-            out[:, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s, :] += cols[:, :, :, i, j, :]
-    return xp.ascontiguousarray(out[:, p:p + H, p:p + W]) if p else out
 
 
 class _Conv(Layer):
@@ -395,22 +302,22 @@ class Conv2d(_Conv):
         cols = im2col(x, self.k, self.s, self.p, Ho, Wo).reshape(B * Ho * Wo, -1)
         p = self.params.views
         y = cols @ p[self.name + ".W"].reshape(-1, self.c_out)  # (B·Ho·Wo, C_out)
-        _bias_act(y, p[self.name + ".b"], self.relu)
+        backend_of(y).nn.bias_act(y, p[self.name + ".b"], self.relu)
         return y.reshape(B, Ho, Wo, self.c_out), (cols, x.shape, y if self.relu else None)
 
     def backward(self, dy, cache, need_dx=True):
         cols, (B, H, W, C), y = cache
         Ho, Wo = dy.shape[1:3]
         P, n = self.params, self.name
-        dy2, db = _act_bias_backward(dy.reshape(-1, self.c_out), y, self.relu)
+        dy2, db = backend_of(dy).nn.act_bias_backward(dy.reshape(-1, self.c_out), y, self.relu)
         P.accumulate(n + ".W", matmul=(cols.T, dy2))
         P.accumulate(n + ".b", db)
         if not need_dx:
             return None
-        xp = array_module(dy2)
+        xp = backend_of(dy2).xp
         dcols = self._scratch("dcols", (dy2.shape[0], self.k * self.k * C), dy2.dtype, xp)
         xp.matmul(dy2, P.views[n + ".W"].reshape(-1, self.c_out).T, out=dcols)
-        return col2im(dcols.reshape(B, Ho, Wo, self.k, self.k, C), H, W, self.s, self.p)
+        return _ops_col2im(dcols.reshape(B, Ho, Wo, self.k, self.k, C), H, W, self.s, self.p)
 
 
 class ConvTranspose2d(_Conv):
@@ -428,24 +335,24 @@ class ConvTranspose2d(_Conv):
         k, s, p = self.k, self.s, self.p
         Ho, Wo = (H - 1) * s - 2 * p + k, (W - 1) * s - 2 * p + k
         x2 = x.reshape(B * H * W, C)
-        xp = array_module(x)
+        xp = backend_of(x).xp
         cols = self._scratch("cols", (B * H * W, k * k * self.c_out), x.dtype, xp)  # B·H·W, k·k·C_out
         xp.matmul(x2, self.params.views[self.name + ".W"].reshape(C, -1), out=cols)
-        y = col2im(cols.reshape(B, H, W, k, k, self.c_out), Ho, Wo, s, p)
-        _bias_act(y.reshape(-1, self.c_out), self.params.views[self.name + ".b"], self.relu)
+        y = _ops_col2im(cols.reshape(B, H, W, k, k, self.c_out), Ho, Wo, s, p)
+        backend_of(y).nn.bias_act(y.reshape(-1, self.c_out), self.params.views[self.name + ".b"], self.relu)
         return y, (x2, y if self.relu else None)
 
     def backward(self, dy, cache, need_dx=True):
         x2, y = cache
         B, Ho, Wo, Co = dy.shape
         P, n, k = self.params, self.name, self.k
-        dy2, db = _act_bias_backward(dy.reshape(-1, Co), None if y is None else y.reshape(-1, Co),
-                                     self.relu)
+        dy2, db = backend_of(dy).nn.act_bias_backward(dy.reshape(-1, Co), None if y is None else y.reshape(-1, Co),
+                                                    self.relu)
         dy = dy2.reshape(B, Ho, Wo, Co)
         H, W = (Ho + 2 * self.p - k) // self.s + 1, (Wo + 2 * self.p - k) // self.s + 1
-        xp = array_module(dy)
+        xp = backend_of(dy).xp
         buf = self._scratch("dcols", (B, H, W, k, k, Co), dy.dtype, xp)
-        dcols = ops.im2col(dy, k, self.s, self.p, out=buf).reshape(B * H * W, -1)  # B·H·W, k·k·C_out
+        dcols = _ops_im2col(dy, k, self.s, self.p, out=buf).reshape(B * H * W, -1)  # B·H·W, k·k·C_out
         P.accumulate(n + ".W", matmul=(x2.T, dcols))
         P.accumulate(n + ".b", db)
         if not need_dx:
@@ -464,7 +371,7 @@ class ConstantLogvar(Layer):
         params.declare(name, (1,) if shared else (D,), lambda rng, shape: np.full(shape, init))
 
     def forward(self, mu):
-        xp = array_module(mu)
+        xp = backend_of(mu).xp
         y = xp.empty(mu.shape + (2,), mu.dtype)
         y[..., 0] = mu
         y[..., 1] = self.params.views[self.name]
@@ -474,7 +381,7 @@ class ConstantLogvar(Layer):
         dy = dy.reshape(shape + (2,))
         g = dy[..., 1].sum(axis=0)
         self.params.accumulate(self.name, g.sum(keepdims=True) if self.shared else g)
-        return array_module(dy).ascontiguousarray(dy[..., 0]) if need_dx else None
+        return backend_of(dy).xp.ascontiguousarray(dy[..., 0]) if need_dx else None
 
 
 class Sequential(Layer):
@@ -504,7 +411,7 @@ class Adam:
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         self.params, self.lr, self.betas, self.eps = params, float(lr), betas, float(eps)
-        xp = array_module(params.data)
+        xp = params.backend.xp
         self.m = xp.zeros_like(params.data)
         self.v = xp.zeros_like(params.data)
         self.t = 0
@@ -513,22 +420,16 @@ class Adam:
         self.params.finish_grad()
         self.t += 1
         b1, b2 = self.betas
-        c1 = 1.0 - b1 ** self.t
-        c2 = 1.0 - b2 ** self.t
         P = self.params
-        if isinstance(P.data, np.ndarray):
-            from ._cpu.nn import adam_step
-
-            with serial_kernels():  # runs right after the backward's GEMMs (see serial_kernels)
-                adam_step(P.data, self.m, self.v, P.grad, self.lr, b1, b2, self.eps, c1, c2)
-        else:
-            _adam_xp(P.data, self.m, self.v, P.grad, self.lr, b1, b2, self.eps, c1, c2)
+        P.backend.nn.adam_step(P.data, self.m, self.v, P.grad, self.lr, b1, b2, self.eps,
+                               1.0 - b1 ** self.t, 1.0 - b2 ** self.t)
 
     def state(self):
+        to_host = self.params.backend.to_host
         return {"m": to_host(self.m), "v": to_host(self.v), "t": np.int64(self.t)}
 
     def load_state(self, st):
-        xp = array_module(self.m)
+        xp = self.params.backend.xp
         for k in ("m", "v"):
             a = np.asarray(st[k])
             if a.shape != self.m.shape or a.dtype != self.m.dtype:
@@ -537,13 +438,3 @@ class Adam:
         self.m[...] = xp.asarray(st["m"])
         self.v[...] = xp.asarray(st["v"])
         self.t = int(st["t"])
-
-
-def _adam_xp(p, m, v, g, lr, b1, b2, eps, c1, c2):
-    """Array-module Adam (any xp): the specification of the fused kernels."""
-    F = p.dtype.type
-    m *= F(b1)
-    m += F(1 - b1) * g
-    v *= F(b2)
-    v += F(1 - b2) * g * g
-    p -= F(lr / c1) * m / (array_module(p).sqrt(v / F(c2)) + F(eps))

@@ -3,7 +3,7 @@
 The per-row parts of the exact log-likelihood (Woodbury identity and matrix determinant lemma,
 Tipping & Bishop 1999, Appendix; Bishop 2006, eq. 12.43): the matrix products stay in BLAS, the
 kernels do what BLAS cannot (row-wise sums; rows with missing entries, each with its own q x q
-system; the M-step sums with missing values are matrix products, in lgm/_lowrank_batched.py).
+system; the M-step sums with missing values are matrix products, in lgm/_backends/batched.py).
 Accumulation is in float64 for every input dtype: the q x q factorisations and sums of D terms
 are where precision is lost, and they are O(q^2) / O(D) per row, not the bottleneck.
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-_FM = {"reassoc", "contract"}
+from .jit import jit, helper
+
 LOG_2PI = 1.8378770664093453
 
 
-@njit(parallel=True, fastmath=_FM, error_model="numpy", cache=True, nogil=True)
+@jit()
 def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
     """One pass over x: quad[n] = sum_j (x[n, j] - mean[j])^2 / psi[j] (float64 accumulation)
     and flags[n] = 1 if the row has a NaN (a missing value), 2 if it has an inf (3: both).
@@ -43,7 +44,7 @@ def row_stats(quad_n, flags_n, x_nd, mean_d, inv_psi_d):
         flags_n[n] = f
 
 
-@njit(parallel=True, error_model="numpy", cache=True, nogil=True)
+@jit(fastmath=())
 def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
     """Exact log N(x_o | mean_o, W_o W_o^T + Psi_o) of each row's observed entries (x NaN = missing).
 
@@ -63,7 +64,7 @@ def missing_rows_logpdf(out_m, x_md, mean_d, w_dq, inv_psi_d, log_psi_d):
         out_m[i] = -0.5 * (n_obs * LOG_2PI + logdet + quad)
 
 
-@njit(cache=True)
+@helper()
 def _chol_inplace(A):
     """Lower Cholesky factor of the SPD matrix A, in place; returns log det A."""
     n = A.shape[0]
@@ -83,7 +84,7 @@ def _chol_inplace(A):
     return logdet
 
 
-@njit(cache=True)
+@helper()
 def _forward(L, b):
     """b <- L^-1 b (L lower triangular), in place."""
     for a in range(L.shape[0]):
@@ -93,7 +94,7 @@ def _forward(L, b):
         b[a] = t / L[a, a]
 
 
-@njit(cache=True)
+@helper()
 def _chol_solve(L, b):
     """Solve (L L^T) x = b in place of b."""
     _forward(L, b)
@@ -104,7 +105,7 @@ def _chol_solve(L, b):
         b[a] = t / L[a, a]
 
 
-@njit(cache=True)
+@helper()
 def _observed_system(x_d, mean_d, w_dq, inv_psi_d, log_psi_d, M, b):
     """For one row with NaN = missing: fill M = I + W_o^T Psi_o^-1 W_o (lower triangle, then its
     Cholesky factor in place) and b = W_o^T Psi_o^-1 (x_o - mean_o); return (r^T Psi_o^-1 r,
@@ -135,7 +136,7 @@ def _observed_system(x_d, mean_d, w_dq, inv_psi_d, log_psi_d, M, b):
     return quad, logdet, n_obs
 
 
-@njit(parallel=True, error_model="numpy", cache=True, nogil=True)
+@jit(fastmath=())
 def missing_estep(ez_nq, sig_nqq, ll_n, x_nd, mean_d, w_dq, inv_psi_d, log_psi_d):
     """E-step with missing values (NaN), one row at a time on its observed set o:
     Sigma_n = (I + W_o^T Psi_o^-1 W_o)^-1, E[t_n] = Sigma_n W_o^T Psi_o^-1 (x_o - mean_o), and

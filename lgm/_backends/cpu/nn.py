@@ -1,0 +1,92 @@
+"""Numba passes for the layers, with the interface of ``lgm._backends.gpu.nn`` (their
+specification): the fused Adam update (one pass over the flat parameter vector instead of the
+eight full-vector passes of the array expression), fused bias + ReLU forward and backward.
+
+Serial on purpose: they run between BLAS calls, whose worker threads are still spinning on the
+other cores; a parallel Numba region there contends with them (see lgm._backends, threading
+policy). Adam's pass was ``parallel=True`` but only ever ran inside that policy, on one thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .jit import jit
+
+
+@jit(parallel=False, fastmath={"contract"})
+def _adam(p, m, v, g, lr, b1, b2, eps, c1, c2):
+    F = p.dtype.type
+    b1f, b2f, a1, a2 = F(b1), F(b2), F(1 - b1), F(1 - b2)
+    step, epsf, ic2 = F(lr / c1), F(eps), F(1.0 / c2)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = b1f * m[i] + a1 * gi
+        vi = b2f * v[i] + a2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= step * mi / (math.sqrt(vi * ic2) + epsf)
+
+
+def adam_step(p, m, v, g, lr, b1, b2, eps, c1, c2):
+    """One Adam update in place on flat vectors (see lgm._backends.gpu.nn.adam_step)."""
+    _adam(p, m, v, g, lr, b1, b2, eps, c1, c2)
+
+
+@njit(cache=True, nogil=True)
+def _relu_backward(dy, y):
+    F = dy.dtype.type
+    for i in range(dy.shape[0]):
+        dy[i] = dy[i] if y[i] > 0 else F(0)
+
+
+def relu_backward(dy, y):
+    """dy masked by y > 0: in place when dy is this step's own contiguous temporary."""
+    if not (dy.flags.c_contiguous and dy.flags.writeable):
+        dy = np.ascontiguousarray(dy).copy()
+    _relu_backward(dy.reshape(-1), np.ascontiguousarray(y).reshape(-1))
+    return dy
+
+
+@njit(cache=True, nogil=True)
+def _bias_act(y, b, relu):
+    M, N = y.shape
+    F = y.dtype.type
+    for i in range(M):
+        row = y[i]
+        for j in range(N):
+            v = row[j] + b[j]
+            row[j] = v if (v > 0 or not relu) else F(0)
+
+
+def bias_act(y2, b, relu):
+    """y2 (M, N) <- act(y2 + b), in place; act = ReLU or identity. One pass instead of two."""
+    _bias_act(y2, b, relu)
+
+
+@njit(cache=True, nogil=True)
+def _act_bias_backward(dy, y, relu):
+    M, N = dy.shape
+    F = dy.dtype.type
+    acc = np.zeros(N, np.float64)
+    for i in range(M):
+        row = dy[i]
+        yr = y[i]
+        for j in range(N):
+            g = row[j]
+            if relu:
+                g = g if yr[j] > 0 else F(0)
+                row[j] = g
+            acc[j] += g
+    return acc.astype(dy.dtype)
+
+
+def act_bias_backward(dy2, y2, relu):
+    """(dy2 masked by y2 > 0 when ``relu``, bias gradient sum_i dy2[i, :] accumulated in
+    float64); dy2 is modified in place (it is the step's own temporary). One pass, not two."""
+    if not (dy2.flags.c_contiguous and dy2.flags.writeable):
+        dy2 = np.ascontiguousarray(dy2).copy()
+    return dy2, _act_bias_backward(dy2, y2 if relu else dy2, relu)

@@ -157,7 +157,7 @@ def main(argv=None):
         out(f"| {name} | {est.score(Xf):.4f} | {el:.2f} | {est.n_iter_} |")
     out("")
     # (6) EM with missing values: patterns shared by many rows go through BLAS
-    from lgm import linear
+    from lgm.models.linear import sources as linear
 
     out("#### EM with missing values (FactorAnalysis, q = 16): ms per EM iteration")
     out("")

@@ -104,7 +104,14 @@ def test_bernoulli_grad_matches_reference_and_scipy(dtype, rng):
     w = rng.random((3, 40)).astype(dtype)
     v, dl = lgm.bernoulli_logpmf_grad(x, logits, w)
     assert v.dtype == dl.dtype == dtype and dl.shape == logits.shape
-    np.testing.assert_array_equal(v, lgm.bernoulli_logpmf(x, logits))
+    # Both kernels sum D terms with reassociation allowed (fastmath), so each sum's order follows
+    # its loop's vectorisation, which differs between the two kernels with 512-bit vectors (the
+    # float64 values differed in the last bits on main before the re-cut too, on AVX-512 hosts).
+    # They agree to the sum tolerance; bitwise equality is not a property of the kernels.
+    v_alone = lgm.bernoulli_logpmf(x, logits)
+    xl = x.astype(np.float64) * logits.astype(np.float64)
+    scale = (np.abs(xl) + np.logaddexp(0, logits.astype(np.float64))).sum(-1)
+    assert np.all(np.abs(v.astype(np.float64) - v_alone) <= sum_tol(dtype, x.shape[-1], scale))
     rv, rdl = ref.bernoulli_logpmf_grad(x.astype(np.float64), logits.astype(np.float64), w)
     # oracle: scipy's expit, summed over the broadcast axis
     odl = (w[..., None] * (x - expit(logits.astype(np.float64)))).sum(0)

@@ -45,6 +45,15 @@ class Params:
 
     Built in two phases: layers :meth:`declare` their shapes and initialisers, then :meth:`build`
     allocates the buffers (numpy, or cupy with ``xp=cupy``) and fills them from ``seed``.
+
+    Parameters
+    ----------
+    dtype : float32 or float64.
+
+    Attributes
+    ----------
+    data, grad : arrays of shape (size,) — every parameter, and its gradient, in one buffer.
+    views, grads : dict name -> array of the declared shape, views into data and grad.
     """
 
     def __init__(self, dtype=np.float32):
@@ -204,8 +213,16 @@ class Layer:
 
 
 class Linear(Layer):
-    """y = x W + b with W of shape (n_in, n_out) (then ReLU, fused, with ``relu=True``).
-    PyTorch's default initialisation."""
+    """y = x W + b (then ReLU, fused, with ``relu=True``); PyTorch's default initialisation.
+
+    Parameters
+    ----------
+    params : Params; name : str — the parameters are ``name.W`` (n_in, n_out) and ``name.b``
+        (n_out,).
+    n_in, n_out : int; relu : bool.
+
+    forward: x (N, n_in) -> y (N, n_out); backward: dy (N, n_out) -> dx (N, n_in).
+    """
 
     def __init__(self, params, name, n_in, n_out, relu=False):
         self.params, self.name, self.n_in, self.n_out = params, name, n_in, n_out
@@ -230,8 +247,13 @@ class Linear(Layer):
 
 
 class ReLU(Layer):
-    """max(x, 0). ``inplace=True`` overwrites x (safe after Linear/Conv layers, whose caches hold
-    their inputs, not their outputs)."""
+    """max(x, 0), any shape.
+
+    Parameters
+    ----------
+    inplace : bool — overwrite x (safe after Linear/Conv layers, whose caches hold their inputs,
+        not their outputs).
+    """
 
     def __init__(self, inplace=False):
         self.inplace = inplace
@@ -245,7 +267,12 @@ class ReLU(Layer):
 
 
 class Reshape(Layer):
-    """Reshape the non-batch axes, e.g. (N, 3136) <-> (N, 7, 7, 64)."""
+    """Reshape the non-batch axes, e.g. (N, 3136) <-> (N, 7, 7, 64).
+
+    Parameters
+    ----------
+    shape : tuple of int — the output's shape after the batch axis.
+    """
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -289,8 +316,17 @@ class _Conv(Layer):
 
 
 class Conv2d(_Conv):
-    """2-D convolution (cross-correlation, as PyTorch), NHWC, square kernel k, stride s, padding p.
-    Forward: cols (B·Ho·Wo, k·k·C_in) @ W (k·k·C_in, C_out)."""
+    """2-D convolution (cross-correlation, as PyTorch), NHWC.
+
+    Parameters
+    ----------
+    params : Params; name : str — parameters ``name.W`` (k, k, c_in, c_out), ``name.b`` (c_out,).
+    c_in, c_out : int — channels; k : int — square kernel size; stride, padding : int;
+    relu : bool — ReLU fused into the bias pass.
+
+    forward: x (B, H, W, c_in) -> y (B, Ho, Wo, c_out), Ho = (H + 2 padding - k) // stride + 1,
+    as cols (B·Ho·Wo, k·k·c_in) @ W (k·k·c_in, c_out).
+    """
 
     def __init__(self, params, name, c_in, c_out, k, stride=1, padding=0, relu=False):
         super().__init__(params, name, c_in, c_out, k, stride, padding, relu,
@@ -322,8 +358,16 @@ class Conv2d(_Conv):
 
 class ConvTranspose2d(_Conv):
     """Transposed convolution (the adjoint of Conv2d in its input), NHWC, as PyTorch's
-    ConvTranspose2d: H_out = (H - 1) s - 2 p + k. Forward: x (B·H·W, C_in) @ W (C_in, k·k·C_out),
-    then col2im."""
+    ConvTranspose2d.
+
+    Parameters
+    ----------
+    params : Params; name : str — parameters ``name.W`` (c_in, k, k, c_out), ``name.b`` (c_out,).
+    c_in, c_out, k, stride, padding, relu : as :class:`Conv2d`.
+
+    forward: x (B, H, W, c_in) -> y (B, Ho, Wo, c_out), Ho = (H - 1) stride - 2 padding + k, as
+    x (B·H·W, c_in) @ W (c_in, k·k·c_out), then col2im.
+    """
 
     def __init__(self, params, name, c_in, c_out, k, stride=1, padding=0, relu=False):
         # torch: the fan-in of a ConvTranspose2d weight (C_in, C_out, k, k) is C_out k k
@@ -362,9 +406,16 @@ class ConvTranspose2d(_Conv):
 
 
 class ConstantLogvar(Layer):
-    """Decoder head with a learned log-variance that does not depend on the input: (N, D) means
-    -> (N, D, 2) [mean, log-variance], the log-variance one parameter per feature
-    (``shared=False``: factor analysis) or one for all (``shared=True``: PPCA)."""
+    """Decoder output with a learned log-variance that does not depend on the input.
+
+    Parameters
+    ----------
+    params : Params; name : str — the parameter ``name``, shape (D,) or (1,).
+    D : int; shared : bool — one log-variance for all features (PPCA) or one per feature
+        (factor analysis); init : float — its initial value.
+
+    forward: means (N, D) -> (N, 2 D), [mean, log-variance] per feature (channels last).
+    """
 
     def __init__(self, params, name, D, shared=False, init=0.0):
         self.params, self.name, self.D, self.shared = params, name, D, shared
@@ -385,6 +436,13 @@ class ConstantLogvar(Layer):
 
 
 class Sequential(Layer):
+    """Layers applied in order; the cache is the list of the layers' caches.
+
+    Parameters
+    ----------
+    *layers : Layer.
+    """
+
     def __init__(self, *layers):
         self.layers = list(layers)
 
@@ -406,7 +464,12 @@ class Adam:
     """Adam (Kingma & Ba 2015, Algorithm 1) on a :class:`Params` flat vector, one fused pass.
 
     Bias corrections are folded into the step size as in the paper's final paragraph of Sec. 2
-    (and PyTorch): ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    (and PyTorch): ``p -= lr * m_hat / (sqrt(v_hat) + eps)``. The update is the backend's
+    ``nn.adam_step`` (one fused Numba pass on the CPU).
+
+    Parameters
+    ----------
+    params : Params; lr : float; betas : (float, float); eps : float.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):

@@ -59,13 +59,13 @@ def _rows(r, lead, rs):
 # NaN in lv reaches the sum through "+ lv", so the NaN-free exp is enough in the Gaussian term.
 # The fused gradient kernel expands the Gaussian term itself: it needs its intermediates.
 # ---------------------------------------------------------------------------------------------
-@jit(inline=True)
+@jit(inline="ir")
 def gaussian_term(x, mu, lv):
     d = x - mu
     return d * d * fexp_nonan(-lv) + lv
 
 
-@jit(inline=True)
+@jit(inline="ir")
 def bernoulli_term(x, lg):
     return x * lg - fsoftplus(lg)
 

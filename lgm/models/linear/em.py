@@ -122,5 +122,5 @@ def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="E
     if not converged:
         warnings.warn(f"{name}: EM did not converge in max_iter={max_iter} iterations (last gain "
                       f"{gain:.3g} nats/sample > tol={tol}); raise max_iter or tol",
-                      ConvergenceWarning, stacklevel=5)
+                      ConvergenceWarning, stacklevel=6)
     return th[0], th[1], th[2], it, history

@@ -127,14 +127,40 @@ __device__ __forceinline__ long long operand_row(const RowIdx& ix, const long lo
   extern "C" __global__ void NAME##_f64_v2 PARAMS(double) { NAME<double, 2> ARGS; }   \
   extern "C" __global__ void NAME##_f64_v1 PARAMS(double) { NAME<double, 1> ARGS; }
 
-// The per-element terms of the row sums: (x - mu)^2 e^{-lv} + lv (Gaussian, before the -1/2 and
-// the log 2 pi) and x l - softplus(l) (Bernoulli).
+// The per-element terms of the row sums, the twins of gaussian_term / bernoulli_term / kl_term in
+// lgm/_backends/cpu/kernels.py (see there for why each is written so):
+// Gaussian (x - mu)^2 e^{-lv} + lv as (d e^{-lv/2})^2, 0 where d == 0 (no 0 * inf);
+// Bernoulli x l - softplus(l) as c l - log1p(e^{-|l|}), c = x - [l > 0] (exact in the tails, 0
+// at l = +-inf with the matching label); KL 2 KL = mu^2 + (e^lv - 1 - lv), the bracket from a
+// series for |lv| < 1 (no cancellation when KL ~ 0).
 template <typename T> __device__ __forceinline__ T gaussian_term(T x, T m, T l) {
   const T d = x - m;
-  return d * d * Math<T>::exp_(-l) + l;
+  const T s = d * Math<T>::exp_(T(-0.5) * l);
+  return (d != T(0) ? s * s : T(0)) + l;
 }
 template <typename T> __device__ __forceinline__ T bernoulli_term(T x, T l) {
-  return x * l - softplus(l);
+  const T c = l > T(0) ? x - T(1) : x;
+  const T lin = c != T(0) ? c * l : T(0);
+  const T r = lin - Math<T>::log1p_(Math<T>::exp_(-fabs(l)));
+  return l != l ? l : r;
+}
+// e^x - 1 (START = 1) or e^x - 1 - x (START = 2): x^START sum_k x^k / (k + START)! by Horner
+// for |x| < 1 (20 terms), the exp elsewhere.
+template <typename T, int START> __device__ __forceinline__ T expm1_series(T x) {
+  T p = T(0);
+#pragma unroll
+  for (int k = 19; k >= 0; --k) {
+    T f = T(1);
+    for (int i = 2; i <= k + START; ++i) f *= T(i);  // (k + START)!, folded by the compiler
+    p = p * x + T(1) / f;
+  }
+  const T series = START == 1 ? p * x : p * x * x;
+  const T big = START == 1 ? Math<T>::exp_(x) - T(1) : Math<T>::exp_(x) - T(1) - x;
+  const T r = fabs(x) < T(1) ? series : big;
+  return x != x ? x : r;
+}
+template <typename T> __device__ __forceinline__ T kl_term(T m, T l) {
+  return m * m + expm1_series<T, 2>(l);
 }
 
 // Per-lane partial sums of a row (the caller reduces over the warp), shared by the log-density
@@ -170,35 +196,46 @@ __device__ __forceinline__ T bernoulli_row_partial(const T* __restrict__ xr, con
   return acc;  // sum over this lane's entries of x l - softplus(l)
 }
 
-// Online logsumexp state (max m, sum s of exp(v - m), NaN flag), shared by the logsumexp and
-// the fused importance-bound kernels. Rules: an all -inf set gives -inf (no NaN); +inf anywhere
-// gives +inf; NaN anywhere gives NaN.
+// Online logsumexp state: the max m, r = the sum of exp(v - m) over the values below m, and n =
+// how many values equal m, so that the result m + log1p(r + n - 1) never rounds 1 + tiny
+// (logsumexp([0, -30]) had a relative error of 1e-3 as m + log(sum)). Shared by the logsumexp
+// and the fused importance-bound kernels. Rules: an all -inf set gives -inf (no NaN); +inf
+// anywhere gives +inf; NaN anywhere gives NaN.
 template <typename T>
-__device__ __forceinline__ void lse_merge(T& m, T& s, T m2, T s2) {
-  T mn = fmax(m, m2);
-  if (mn == -Math<T>::inf()) return;  // both empty: stays (-inf, 0)
-  // a -inf side contributes 0; if mn is +inf the sum is inf (handled at the end)
-  T a = (m == -Math<T>::inf()) ? T(0) : s * Math<T>::exp_(m - mn);
-  T b = (m2 == -Math<T>::inf()) ? T(0) : s2 * Math<T>::exp_(m2 - mn);
-  m = mn;
-  s = a + b;
+__device__ __forceinline__ void lse_merge(T& m, T& r, T& n, T m2, T r2, T n2) {
+  if (m2 == -Math<T>::inf()) return;  // the other side is empty
+  if (m == -Math<T>::inf()) { m = m2; r = r2; n = n2; return; }
+  if (m2 > m) {
+    r = r2 + (r + n) * Math<T>::exp_(m - m2);
+    n = n2;
+    m = m2;
+  } else if (m2 < m) {
+    r += (r2 + n2) * Math<T>::exp_(m2 - m);
+  } else {
+    r += r2;
+    n += n2;
+  }
 }
 
+// One value into the state (v may be -inf: skipped; +inf: becomes the max, finished as +inf).
 template <typename T>
-__device__ __forceinline__ void lse_push(T& m, T& s, int& nan, T v) {
+__device__ __forceinline__ void lse_push(T& m, T& r, T& n, int& nan, T v) {
   if (v != v) { nan = 1; return; }
   if (v == -Math<T>::inf()) return;
   if (v > m) {
-    s = (m == -Math<T>::inf()) ? T(1) : s * Math<T>::exp_(m - v) + T(1);
+    r = (m == -Math<T>::inf()) ? T(0) : (r + n) * Math<T>::exp_(m - v);
+    n = T(1);
     m = v;
+  } else if (v == m) {
+    n += T(1);
   } else {
-    s += Math<T>::exp_(v - m);
+    r += Math<T>::exp_(v - m);
   }
 }
 
 template <typename T>
-__device__ __forceinline__ T lse_finish(T m, T s, int nan) {
+__device__ __forceinline__ T lse_finish(T m, T r, T n, int nan) {
   if (nan) return Math<T>::nan();
   if (m == Math<T>::inf() || m == -Math<T>::inf()) return m;
-  return m + Math<T>::log_(s);
+  return m + Math<T>::log1p_(r + (n - T(1)));
 }

@@ -47,8 +47,10 @@ __device__ void diag_gaussian_logpdf_grad(T* __restrict__ out, T* __restrict__ d
     for (int j = lane; j < D; j += 32) {
       T d = __ldg(xr + j) - __ldg(mr + j);
       T l = __ldg(lr + j);
-      T de = d * Math<T>::exp_(-l);
-      T q = d * de;
+      T h = Math<T>::exp_(T(-0.5) * l);  // as gaussian_term: (d h)^2, and 0 where d == 0
+      T sd = d * h;
+      T q = d != T(0) ? sd * sd : T(0);
+      T de = d != T(0) ? sd * h : T(0);  // d e^{-l}
       acc += q + l;
       long long o = r * D + j;
       if (want_dmu) dmu[o] = wr * de;

@@ -86,7 +86,7 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
                                   const T* __restrict__ dec2, const T* __restrict__ t,
                                   const T* __restrict__ mt, const T* __restrict__ lt, int S, int B,
                                   int D, int d) {
-  __shared__ T sh_m[IW_WARPS], sh_s[IW_WARPS], sh_sum[IW_WARPS];
+  __shared__ T sh_m[IW_WARPS], sh_s[IW_WARPS], sh_n[IW_WARPS], sh_sum[IW_WARPS];
   __shared__ int sh_nan[IW_WARPS];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   const int DV = D / VW;
@@ -98,7 +98,7 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
       const int j = lane + 32 * p;
       if (j < DV) xr[p] = ld<T, VW>(xb, j);
     }
-    T m = -Math<T>::inf(), s = T(0), sum = T(0);
+    T m = -Math<T>::inf(), s = T(0), n_eq = T(0), sum = T(0);
     int nan = 0;
     for (int si = w; si < S; si += IW_WARPS) {
       const long long r = (long long)si * B + b;
@@ -128,24 +128,25 @@ __device__ void importance_bounds(T* __restrict__ lw, T* __restrict__ elbo, T* _
         v = warp_sum(acc + T(0.5) * lat);
       if (lane == 0) lw[r] = v;
       sum += v;
-      lse_push(m, s, nan, v);  // every lane holds the same v: identical state in all lanes
+      lse_push(m, s, n_eq, nan, v);  // every lane holds the same v: identical state in all lanes
     }
     if (lane == 0) {
       sh_m[w] = m;
       sh_s[w] = s;
+      sh_n[w] = n_eq;
       sh_sum[w] = sum;
       sh_nan[w] = nan;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-      T M = sh_m[0], Ssum = sh_s[0], tot = sh_sum[0];
+      T M = sh_m[0], Ssum = sh_s[0], Neq = sh_n[0], tot = sh_sum[0];
       int nn = sh_nan[0];
       for (int i = 1; i < IW_WARPS; ++i) {
-        lse_merge(M, Ssum, sh_m[i], sh_s[i]);
+        lse_merge(M, Ssum, Neq, sh_m[i], sh_s[i], sh_n[i]);
         tot += sh_sum[i];
         nn |= sh_nan[i];
       }
-      iwae[b] = lse_finish(M, Ssum, nn) - Math<T>::log_(T(S));
+      iwae[b] = lse_finish(M, Ssum, Neq, nn) - Math<T>::log_(T(S));
       elbo[b] = tot / T(S);
     }
     __syncthreads();  // the shared slots are reused for the next b

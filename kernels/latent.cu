@@ -28,15 +28,14 @@ __device__ void kl_diag_std_normal(T* __restrict__ out, T* __restrict__ dmu, T* 
     T acc = T(0);
     for (int j = lane; j < D; j += 32) {
       T m = __ldg(mr + j), l = __ldg(lr + j);
-      T e = Math<T>::exp_(l);
-      acc += T(1) + l - m * m - e;
+      acc += kl_term(m, l);
       if (want_grad) {
         dmu[r * D + j] = m;
-        dlv[r * D + j] = T(0.5) * (e - T(1));
+        dlv[r * D + j] = T(0.5) * expm1_series<T, 1>(l);
       }
     }
     acc = warp_sum(acc);
-    if (lane == 0) out[r] = T(-0.5) * acc;
+    if (lane == 0) out[r] = T(0.5) * acc;
   }
 }
 #define KL_PARAMS(T)                                                                       \

@@ -6,13 +6,14 @@
 
 template <typename T, int VW>
 __device__ void logsumexp_rows(T* __restrict__ out, const T* __restrict__ a, long long P, int N) {
-  // Per lane: a running (max, sum) over packs of VW values, rescaled once per pack (not per
-  // value); +inf and NaN are tracked as flags, so the arithmetic only ever sees finite maxima.
+  // Per lane: a running (max, rest, count of the max) over packs of VW values, rescaled once per
+  // pack (not per value); +inf and NaN are tracked as flags, so the arithmetic only ever sees
+  // finite maxima.
   const int NV = N / VW;
   const T NEG = -Math<T>::inf(), POS = Math<T>::inf();
   LGM_WARP_ROWS(P) {
     const T* ar = a + r * (long long)N;
-    T m = NEG, s = T(0);
+    T m = NEG, s = T(0), n = T(0);
     int nan = 0, pinf = 0;
 #pragma unroll 2
     for (int j = lane; j < NV; j += 32) {
@@ -26,25 +27,29 @@ __device__ void logsumexp_rows(T* __restrict__ out, const T* __restrict__ a, lon
         pm = fmax(pm, v == POS ? NEG : v);  // fmax ignores NaN
       }
       if (pm > m) {
-        s = (m == NEG) ? T(0) : s * Math<T>::exp_(m - pm);
+        s = (m == NEG) ? T(0) : (s + n) * Math<T>::exp_(m - pm);
+        n = T(0);
         m = pm;
       }
       if (m != NEG) {
 #pragma unroll
         for (int c = 0; c < VW; ++c) {
           T v = p.v[c];
-          s += (v == POS || v != v) ? T(0) : Math<T>::exp_(v - m);
+          const bool skip = v == POS || v != v;
+          n += (!skip && v == m) ? T(1) : T(0);
+          s += (skip || v == m) ? T(0) : Math<T>::exp_(v - m);
         }
       }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       T m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+      T n2 = __shfl_xor_sync(0xffffffffu, n, o);
       nan |= __shfl_xor_sync(0xffffffffu, nan, o);
       pinf |= __shfl_xor_sync(0xffffffffu, pinf, o);
-      lse_merge(m, s, m2, s2);
+      lse_merge(m, s, n, m2, s2, n2);
     }
-    if (lane == 0) out[r] = nan ? Math<T>::nan() : pinf ? POS : lse_finish(m, s, 0);
+    if (lane == 0) out[r] = nan ? Math<T>::nan() : pinf ? POS : lse_finish(m, s, n, 0);
   }
 }
 #define LSE_ROWS_PARAMS(T) (T * out, const T* a, long long P, int N)
@@ -60,6 +65,7 @@ __device__ void logsumexp_cols(T* __restrict__ out, const T* __restrict__ a, lon
                                long long Q) {
   __shared__ T sh_m[LSE_TILE_Y][33];
   __shared__ T sh_s[LSE_TILE_Y][33];
+  __shared__ T sh_n[LSE_TILE_Y][33];
   __shared__ int sh_f[LSE_TILE_Y][33];
   const T NEG = -Math<T>::inf(), POS = Math<T>::inf();
   const long long tiles_q = (Q + 31) / 32;
@@ -67,7 +73,7 @@ __device__ void logsumexp_cols(T* __restrict__ out, const T* __restrict__ a, lon
   for (long long tile = blockIdx.x; tile < P * tiles_q; tile += gridDim.x) {
     const long long p = tile / tiles_q;
     const long long q = (tile - p * tiles_q) * 32 + tx;
-    T m = NEG, s = T(0);
+    T m = NEG, s = T(0), n_eq = T(0);
     int flags = 0;  // bit 0: NaN seen, bit 1: +inf seen
     if (q < Q) {
       const T* col = a + p * (long long)N * Q + q;
@@ -75,25 +81,23 @@ __device__ void logsumexp_cols(T* __restrict__ out, const T* __restrict__ a, lon
         T v = __ldg(col + (long long)n * Q);
         if (v != v) flags |= 1;
         else if (v == POS) flags |= 2;
-        else if (v != NEG) {
-          if (v > m) {
-            s = (m == NEG) ? T(0) : s * Math<T>::exp_(m - v);
-            m = v;
-          }
-          s += Math<T>::exp_(v - m);
+        else {
+          int unused = 0;
+          lse_push(m, s, n_eq, unused, v);  // finite or -inf here
         }
       }
     }
     sh_m[ty][tx] = m;
     sh_s[ty][tx] = s;
+    sh_n[ty][tx] = n_eq;
     sh_f[ty][tx] = flags;
     __syncthreads();
     if (ty == 0 && q < Q) {
       for (int y = 1; y < LSE_TILE_Y; ++y) {
-        lse_merge(m, s, sh_m[y][tx], sh_s[y][tx]);
+        lse_merge(m, s, n_eq, sh_m[y][tx], sh_s[y][tx], sh_n[y][tx]);
         flags |= sh_f[y][tx];
       }
-      out[p * Q + q] = (flags & 1) ? Math<T>::nan() : (flags & 2) ? POS : lse_finish(m, s, 0);
+      out[p * Q + q] = (flags & 1) ? Math<T>::nan() : (flags & 2) ? POS : lse_finish(m, s, n_eq, 0);
     }
     __syncthreads();
   }

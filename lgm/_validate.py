@@ -9,6 +9,9 @@ Policy (documented in README "Dtypes and broadcasting"):
 - numpy and cupy arrays cannot be mixed in one call (TypeError with a hint).
 - NaN and inf are allowed and propagate as IEEE arithmetic says (the estimators, which cannot take
   them, check for themselves).
+- Masked arrays are refused (their mask would be ignored); np.matrix and other ndarray subclasses
+  are read as plain arrays; non-native byte order (big-endian files) is converted to a native
+  copy of the same dtype.
 """
 
 from __future__ import annotations
@@ -45,10 +48,17 @@ def check_floats(fname, **arrays):
             continue
         else:
             mod = module_name(a)
-            if mod == "numpy" and not isinstance(a, np.ndarray):
-                a = np.asarray(a)
+            if isinstance(a, np.ma.MaskedArray):
+                raise TypeError(f"{fname}: {name} is a masked array, and lgm does not read masks; "
+                                "pass its data (a.data), or a.filled(np.nan) to the estimators, "
+                                "which take NaN as a missing value")
+            if mod == "numpy" and type(a) is not np.ndarray:
+                a = np.asarray(a)  # np.matrix and other subclasses: their data, as an ndarray
         mods[name] = mod
         dt = a.dtype
+        if not dt.isnative:  # big-endian data: a native-order copy (same dtype, no upcast)
+            a = a.astype(dt.newbyteorder("="))
+            dt = a.dtype
         if dt.char not in "fd":  # float32, float64
             raise TypeError(
                 f"{fname}: expected {name} to be a float32 or float64 array, got dtype {dt}"
@@ -146,7 +156,7 @@ class RowOperands:
         shapes = set(self.orig_shapes.values())
         if lead is None and D is None and len(shapes) == 1:
             shape = shapes.pop()
-            if len(shape) >= 1 and shape[-1] > 0:
+            if len(shape) >= 1 and shape[-1] > 0 and all(a.flags.c_contiguous for a in arrays.values()):
                 self._same_shape(arrays, shape, xp)
                 return
         self._general(fname, arrays, D, lead, xp)
@@ -180,7 +190,13 @@ class RowOperands:
             if a.shape[-1] != self.D:
                 a = xp.broadcast_to(a, a.shape[:-1] + (self.D,))
             if not a.flags.c_contiguous:  # (the check is cheaper than the call, on cupy)
-                a = xp.ascontiguousarray(a)
+                # leading axes of stride 0 (np.broadcast_to views) are broadcast axes: keep one
+                # slice of each and let the row-stride table repeat it, instead of copying
+                zero = [st == 0 and n > 1 for st, n in zip(a.strides[:-1], a.shape[:-1])]
+                if any(zero):
+                    a = a[tuple(slice(0, 1) if z else slice(None) for z in zero)]
+                if not a.flags.c_contiguous:
+                    a = xp.ascontiguousarray(a)
             a_lead = (1,) * (k - (a.ndim - 1)) + tuple(a.shape[:-1])
             rs = [0] * k
             acc = 1

@@ -22,7 +22,7 @@ from ._backends import backend_of
 from ._validate import check_floats
 
 __all__ = ["lowrank_gaussian_logpdf", "WoodburyFactor", "woodbury_factor", "woodbury_posterior",
-           "centred_blocks", "block_buffer", "gaussian_loglik"]
+           "woodbury_blocks", "centred_blocks", "block_buffer", "gaussian_loglik"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -140,9 +140,10 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
     -------
     array of shape (n_samples,) (or a scalar array for one row), in x's dtype, on x's device.
 
-    Numerics: the D x q products run in BLAS (cuBLAS for cupy) in x's dtype; the q x q Cholesky
-    factor, the log-determinant and the per-row sums are float64 (that is where precision is
-    lost, at O(q^2) and O(D) cost per row). A row with every entry missing scores 0. On the GPU
+    Numerics: the rows are centred into float64 blocks (a few MB, reused) before their D x q
+    product in BLAS (cuBLAS for cupy); the q x q Cholesky factor, the log-determinant and the
+    per-row sums are float64 too. float32 data are therefore scored as precisely as the same
+    values in float64 (to ~1e-6 nats per row, not 0.78 nats on data with an offset of 1000). A row with every entry missing scores 0. On the GPU
     the parameters (O(D q)) are checked and factorised on the host, the data never leave the
     device.
     """
@@ -183,11 +184,9 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
         complete = ~has_nan
         xc = x if n_complete == N else x[complete]
         fac = woodbury_factor(W, psi64)
-        # b = W^T Psi^-1 (x - mean) for every row, as one BLAS product without an (N, D) residual
-        B = xc @ xp.asarray(fac.Wp, dtype) - xp.asarray(mean.astype(np.float64) @ fac.Wp)  # N, q
-        _, bMb = woodbury_posterior(B.astype(np.float64, copy=False), fac)
         quad = quad_all if n_complete == N else quad_all[complete]
-        quad -= bMb
+        for s0, _, _, bMb in woodbury_blocks(xc, mean, fac):
+            quad[s0:s0 + bMb.shape[0]] -= bMb  # r^T C^-1 r = r^T Psi^-1 r - b^T M^-1 b
         vals = gaussian_loglik(D, fac.logdet, quad)
         if n_complete == N:
             out = vals
@@ -201,3 +200,16 @@ def lowrank_gaussian_logpdf(x, mean, W, psi):
         out[has_nan] = om
     out = out.astype(dtype, copy=False)
     return out[0] if one else out
+
+
+def woodbury_blocks(X, mean, fac, buf=None):
+    """The Woodbury E-step over the rows of X (numpy or cupy, any float dtype), block by block on
+    centred float64 copies: yields (first row, R = X - mean (n, D), E[t | x] (n, q), b^T M^-1 b
+    (n,)) per block. Centring in float64 first keeps what float32 products of uncentred rows
+    lose: on data with an offset of 1000 they cost float32 scores up to 0.78 nats per row."""
+    Wp = backend_of(X).xp.asarray(fac.Wp, np.float64)
+    s = 0
+    for R in centred_blocks(X, mean, buf):
+        E, bMb = woodbury_posterior(R @ Wp, fac)
+        yield s, R, E, bMb
+        s += R.shape[0]

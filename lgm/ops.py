@@ -406,16 +406,23 @@ def iwae(log_w, axis=0):
 def importance_weights(log_w, axis=0):
     """Self-normalised importance weights softmax(log_w) over the sample axis.
 
-    They weight the per-sample gradients in the IWAE gradient. A slice whose weights are all
-    zero (every log-weight -inf) has no defined normalisation; its weights are returned as 0.
+    They weight the per-sample gradients in the IWAE gradient. Non-finite log-weights: a slice
+    whose log-weights are all -inf has no defined normalisation and gets weights 0; in a slice
+    with +inf log-weights those entries share the mass equally (the limit of softmax) and the
+    others get 0; a slice with a NaN log-weight gets NaN weights (only such slices).
     """
     be, lw = _log_w("importance_weights", log_w)
     lse = _logsumexp("importance_weights", be, lw, axis, True)
     xp = be.xp
-    safe = xp.where(xp.isfinite(lse), lse, lw.dtype.type(0))
+    F = lw.dtype.type
+    safe = xp.where(xp.isfinite(lse), lse, F(0))
     with np.errstate(invalid="ignore", over="ignore"):
         w = xp.exp(lw - safe)
-    return xp.where(lse == -np.inf, lw.dtype.type(0), w)
+        is_inf = lw == np.inf
+        n_inf = is_inf.sum(axis=axis, keepdims=True).astype(lw.dtype)
+        w = xp.where(lse == np.inf, is_inf / xp.maximum(n_inf, F(1)), w)
+    w = xp.where(lse == -np.inf, F(0), w)
+    return xp.where(xp.isnan(lse), F(np.nan), w).astype(lw.dtype, copy=False)
 
 
 def reparameterize(mu, logvar, rng, n_samples=None):

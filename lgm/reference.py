@@ -14,7 +14,10 @@ LOG_2PI = np.log(2 * np.pi)
 def diag_gaussian_logpdf(x, mu, logvar):
     dt = np.result_type(x, mu, logvar)
     D = np.broadcast_shapes(np.shape(x), np.shape(mu), np.shape(logvar))[-1]
-    q = (x - mu) ** 2 * np.exp(-logvar) + logvar
+    d = x - mu
+    with np.errstate(over="ignore", invalid="ignore"):
+        # (d e^(-logvar/2))^2, and 0 where x == mu whatever the variance (no 0 * inf)
+        q = np.where(d == 0, 0, (d * np.exp(-0.5 * logvar)) ** 2) + logvar
     return (-0.5 * (q.sum(-1) + D * LOG_2PI)).astype(dt)
 
 
@@ -43,12 +46,13 @@ def std_normal_logpdf(t):
 
 
 def kl_diag_std_normal(mu, logvar):
-    # Kingma & Welling (2014), Appendix B
-    return -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(-1)
+    # Kingma & Welling (2014), Appendix B: -1/2 sum(1 + logvar - mu^2 - e^logvar), written as
+    # 1/2 sum(mu^2 + expm1(logvar) - logvar)
+    return 0.5 * (mu**2 + np.expm1(logvar) - logvar).sum(-1)
 
 
 def kl_diag_std_normal_grad(mu, logvar):
-    return kl_diag_std_normal(mu, logvar), mu + 0 * logvar, 0.5 * (np.exp(logvar) - 1) + 0 * mu
+    return kl_diag_std_normal(mu, logvar), mu + 0 * logvar, 0.5 * np.expm1(logvar) + 0 * mu
 
 
 def logsumexp(a, axis=-1):

@@ -86,19 +86,27 @@ def cmd_estep_bench(args):
 
 
 def _bar(desc):
-    """A progress bar (lgm.front.progress; a no-op without tqdm) and the callback that advances it."""
+    """A progress bar (lgm.front.progress; a no-op without tqdm) that appears with the first step
+    of iterative work only (a closed-form fit, or an input error, shows none), and the callback
+    that advances it."""
     from lgm.front.progress import progress_bar
 
-    bar = progress_bar(desc=desc, unit="step")
-    steps = [0]
+    state = {"bar": None, "steps": 0}
 
     def progress(n, loss):
-        bar.update(n)
-        steps[0] += n
-        if steps[0] % 20 == 0:
-            bar.set_postfix_str(f"loss {loss:.2f}")
+        if state["bar"] is None:
+            state["bar"] = progress_bar(desc=desc, unit="step")
+        state["bar"].update(n)
+        state["steps"] += n
+        if state["steps"] % 20 == 0:
+            state["bar"].set_postfix_str(f"loss {loss:.2f}")
 
-    return bar, progress
+    class _Closer:
+        def close(self):
+            if state["bar"] is not None:
+                state["bar"].close()
+
+    return _Closer(), progress
 
 
 def cmd_fit(args):
@@ -186,6 +194,13 @@ def main(argv=None):
     except UsageError as exc:
         print(f"lgm {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file the user named cannot be read or written
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"lgm {args.cmd}: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:  # training diverged (lgm.vae.train says how and where)
+        print(f"lgm {args.cmd}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -94,6 +94,11 @@ def load_array(path, key=None):
     ``key``), .csv (comma separated, numbers only; a header line is skipped) or an MNIST IDX file
     (images flattened). Raises FileNotFoundError / ValueError naming the file and the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory, not a data file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a regular file (a FIFO, socket or device); "
+                         "expected a data file")
     if not path.is_file():
         raise FileNotFoundError(f"no such data file {str(path)!r}")
     name = path.name.lower()
@@ -122,6 +127,9 @@ def load_array(path, key=None):
         raise ValueError(f"{str(path)!r}: unknown data format; expected .npy, .npz, .csv or an "
                          "MNIST IDX file (*-idx3-ubyte[.gz])")
     X = np.asarray(X)
+    if X.ndim == 0:
+        raise ValueError(f"{str(path)!r} holds a single number (a 0-d array); expected an array of "
+                         "shape (n_samples, n_features)")
     if X.dtype.kind not in "biuf":
         raise ValueError(f"{str(path)!r}: expected numeric data, got dtype {X.dtype}")
     if X.ndim == 1:
@@ -135,8 +143,12 @@ def load_array(path, key=None):
 
 
 def _load_csv(path):
-    with open(path, encoding="utf-8") as f:
-        lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not a text CSV file (byte {exc.start} is not UTF-8 "
+                         "text)") from None
     rows = []
     for i, ln in enumerate(lines):
         fields = ln.split(",")

@@ -17,19 +17,22 @@ from .progress import progress_bar
 
 
 def fresh_dir(path, say=print):
-    """``path`` if it does not exist (or is empty), else the first free ``path-2``, ``path-3``, …
-    — an earlier report is never overwritten, and the user is told where this one goes."""
+    """A new folder: ``path``, or the first of ``path-2``, ``path-3``, … that does not exist yet,
+    made with an atomic mkdir (two runs started together never share one, and an earlier
+    report, even an empty folder, is never written into); the user is told where this one goes."""
     p = Path(path)
-    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-    k = 2
-    while Path(f"{p}-{k}").exists():
-        k += 1
-    q = Path(f"{p}-{k}")
-    say(f"{p} already exists: keeping it, writing this report to {q}")
-    q.mkdir(parents=True)
-    return q
+    p.parent.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        q = p if k == 1 else Path(f"{p}-{k}")
+        try:
+            q.mkdir()
+        except FileExistsError:
+            k += 1
+            continue
+        if k > 1:
+            say(f"{p} already exists: keeping it, writing this report to {q}")
+        return q
 
 
 # --- the E-step comparison -------------------------------------------------------------------------

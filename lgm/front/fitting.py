@@ -3,6 +3,7 @@ load it back and score new data. Front layer: it reads files, prints, shows prog
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,22 @@ def _load_data(path, key, scale, what):
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"{what}: {exc}") from None
     if scale is not None:
-        if not scale > 0:
-            raise UsageError(f"--scale must be > 0, got {scale}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise UsageError(f"--scale: expected a finite number > 0, got {scale}")
         X = X / scale
     if np.isinf(X).any():
         raise UsageError(f"{what} {str(path)!r}: contains inf")
     return X
+
+
+def _writable(out):
+    """--out must be writable: checked before the work, not after it."""
+    from ..io import check_writable
+
+    try:
+        check_writable(out, "--out")
+    except OSError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, likelihood="bernoulli",
@@ -43,6 +54,11 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
         raise UsageError(f"--out: expected a file name ending in .npz, got {str(out)!r}")
     if out.exists() and not force:
         raise UsageError(f"{str(out)!r} exists; choose another --out or pass --force to replace it")
+    _writable(out)
+    if isinstance(components, bool) or int(components) != components or components < 1:
+        raise UsageError(f"--components: expected a positive number of latent dimensions, got {components}")
+    if model not in ("ppca", "fa") and epochs < 1:
+        raise UsageError(f"--epochs: expected a positive number of epochs, got {epochs}")
     X = _load_data(data, key, scale, "data file")
     N, D = X.shape
     if model in ("ppca", "fa"):
@@ -130,30 +146,52 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
 
 
 def load(path):
-    """A model file written by :func:`fit`: ('linear', estimator) or ('vae', (model, fit info))."""
+    """A model file written by :func:`fit`: ('linear', estimator, spec) or ('vae', model, info).
+    Every problem with the file is one UsageError naming it."""
     try:
         arrays = load_npz(path)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(f"model file: {exc}") from None
     if "spec" not in arrays:
-        raise UsageError(f"{str(path)!r} is not an lgm model file")
-    spec = unpack_json(arrays["spec"])
-    if spec.get("kind") in ("ppca", "fa"):
-        from ..models.linear import PPCA, FactorAnalysis
+        raise UsageError(f"{str(path)!r} is not an lgm model file (no 'spec'); expected a file "
+                         "written by `lgm fit`")
+    try:
+        spec = unpack_json(arrays["spec"])
+        if spec.get("kind") in ("ppca", "fa"):
+            from ..models.linear import PPCA, FactorAnalysis
 
-        cls = PPCA if spec["kind"] == "ppca" else FactorAnalysis
-        psi = arrays["psi"]
-        est = cls.from_params(arrays["W"], arrays["mean"], psi[0] if spec["kind"] == "ppca" else psi,
-                              n_iter=spec["n_iter"])
-        return "linear", est, spec
-    from ..models.vae import load_model
+            cls = PPCA if spec["kind"] == "ppca" else FactorAnalysis
+            psi = arrays["psi"]
+            est = cls.from_params(arrays["W"], arrays["mean"],
+                                  psi[0] if spec["kind"] == "ppca" else psi, n_iter=spec["n_iter"])
+            for name in ("W_", "mean_"):
+                if not np.all(np.isfinite(getattr(est, name))):
+                    raise ValueError(f"{name[:-1]} is not finite (NaN or inf)")
+            return "linear", est, spec
+        from ..models.vae import load_model
 
-    info = unpack_json(arrays["fit"]) if "fit" in arrays else {"strategy": "amortized"}
-    return "vae", load_model(path), info
+        info = unpack_json(arrays["fit"]) if "fit" in arrays else {"strategy": "amortized"}
+        return "vae", load_model(path), info
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{str(path)!r}: not a usable lgm model file (missing or malformed "
+                         f"entry {exc})") from None
+    except ValueError as exc:
+        msg = str(exc)
+        raise UsageError(msg if str(path) in msg else f"{str(path)!r}: not a usable lgm model file "
+                         f"({msg})") from None
 
 
 def score(data, model_file, *, n_samples=1000, key=None, out=None, seed=0, force=False, say=print):
     """Per-row log-likelihood of the data under a saved model; returns the array."""
+    if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
+        raise UsageError(f"--samples: expected a positive number of importance samples, got {n_samples}")
+    if out is not None:
+        out = Path(out)
+        if out.is_dir():
+            raise UsageError(f"--out: {str(out)!r} is a directory; expected a file name")
+        if out.exists() and not force:
+            raise UsageError(f"{str(out)!r} exists; choose another --out or pass --force")
+        _writable(out)
     kind, model, info = load(model_file)
     scale = None if kind == "linear" else info.get("scale")
     X = _load_data(data, key, scale, "data file")
@@ -184,9 +222,6 @@ def score(data, model_file, *, n_samples=1000, key=None, out=None, seed=0, force
             "encoder" if prop is None else f"{info['strategy']} fit on these rows")
     say(f"mean log-likelihood {float(np.mean(ll)):.4f} nats per row over {len(ll)} rows ({how})")
     if out is not None:
-        out = Path(out)
-        if out.exists() and not force:
-            raise UsageError(f"{str(out)!r} exists; choose another --out or pass --force")
         from ..io import write_atomic
 
         write_atomic(out, "log_likelihood\n" + "\n".join(f"{v:.10g}" for v in np.asarray(ll)) + "\n")

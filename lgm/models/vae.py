@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from .. import ops
-from ..io import load_npz, pack_json, save_npz_atomic, unpack_json
+from ..io import check_writable, load_npz, pack_json, save_npz_atomic, unpack_json
 from ..lowrank import lowrank_gaussian_logpdf
 from ..ops import backend_for, backend_of
 from .heads import LIKELIHOODS, make_head
@@ -102,6 +102,9 @@ class VAE:
                             f"{mine.name} arrays")
         if not bool(be.xp.isfinite(x).all()):
             raise ValueError(f"{fname}: x contains NaN or inf")
+        if self.head.name == "bernoulli" and (bool((x < 0).any()) or bool((x > 1).any())):
+            raise ValueError(f"{fname}: a Bernoulli decoder needs x in [0, 1], got values in "
+                             f"[{float(x.min()):g}, {float(x.max()):g}]")
         return be.xp
 
     # --- networks -----------------------------------------------------------------------------
@@ -332,11 +335,13 @@ class VAE:
         return self.mean(self.params.backend.xp.asarray(t))
 
     def reconstruct(self, x):
-        """E[x | t = mu_t(x)], shape (N, D)."""
+        """E[x | t = mu_t(x)], shape (N, D), for rows x (N, D)."""
+        self._check_x(x, "reconstruct")
         return self.mean(self.encode(x)[0])
 
     def transform(self, x):
-        """Posterior means mu_t(x), shape (N, d)."""
+        """Posterior means mu_t(x), shape (N, d), for rows x (N, D)."""
+        self._check_x(x, "transform")
         return self.encode(x)[0]
 
     # --- files --------------------------------------------------------------------------------
@@ -350,6 +355,12 @@ class VAE:
     def load_params(self, arrays):
         """Set the parameters from the arrays of a file written by :meth:`save`."""
         self.params.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"expected {name} to be a positive int, got {v!r}")
+    return int(v)
 
 
 def _spec(kind, likelihood, latent_dim, dtype, var_floor, seed, **kw):
@@ -369,7 +380,8 @@ def _spec(kind, likelihood, latent_dim, dtype, var_floor, seed, **kw):
 def mlp_vae(D=784, hidden=400, latent_dim=20, likelihood="bernoulli", dtype=np.float32,
             var_floor=1e-3, seed=0):
     """MLP VAE: encoder D-hidden-2d (ReLU), decoder d-hidden-(D or 2D) (ReLU)."""
-    spec = _spec("mlp", likelihood, latent_dim, dtype, var_floor, seed, D=int(D), hidden=int(hidden))
+    spec = _spec("mlp", likelihood, latent_dim, dtype, var_floor, seed, D=_positive_int("D", D),
+                 hidden=_positive_int("hidden", hidden))
     return _build(spec)
 
 
@@ -378,7 +390,7 @@ def linear_vae(D, latent_dim, dtype=np.float64, var_floor=1e-300, seed=0, isotro
     with ``isotropic=True``: PPCA; one per feature: factor analysis), with a linear encoder.
     Decoder parameters: ``dec.W`` (d, D), ``dec.b`` (D,), ``dec.logvar`` (1,) or (D,) (before
     the variance floor). Its exact log-likelihood is :meth:`VAE.exact_log_likelihood`."""
-    spec = _spec("linear", "gaussian", latent_dim, dtype, var_floor, seed, D=int(D),
+    spec = _spec("linear", "gaussian", latent_dim, dtype, var_floor, seed, D=_positive_int("D", D),
                  isotropic=bool(isotropic))
     return _build(spec)
 
@@ -395,7 +407,9 @@ def conv_vae(image_shape=(28, 28, 1), latent_dim=20, likelihood="bernoulli", dty
     if H % 4 or W % 4:
         raise ValueError(f"conv_vae: expected image height and width divisible by 4, got {(H, W)}")
     spec = _spec("conv", likelihood, latent_dim, dtype, var_floor, seed,
-                 image_shape=[H, W, C], channels=[int(c) for c in channels])
+                 image_shape=[_positive_int("image height", H), _positive_int("image width", W),
+                              _positive_int("image channels", C)],
+                 channels=[_positive_int("channels", c) for c in channels])
     return _build(spec)
 
 
@@ -436,12 +450,24 @@ def _build(spec):
 
 
 def load_model(path):
-    """A VAE saved by :meth:`VAE.save` (or a training checkpoint)."""
+    """A VAE saved by :meth:`VAE.save` (or a training checkpoint).
+
+    Raises ValueError naming the file and what is wrong with it (not an .npz, truncated or
+    corrupted, no or an incomplete architecture, parameters missing, of another shape, or not
+    finite); FileNotFoundError when there is no such file."""
     arrays = load_npz(path)
+    name = str(path)
     if "spec" not in arrays:
-        raise ValueError(f"load_model: {str(path)!r} is not an lgm model file (no 'spec')")
-    model = _build(unpack_json(arrays["spec"]))
-    model.load_params(arrays)
+        raise ValueError(f"{name!r} is not an lgm model file (no 'spec')")
+    try:
+        spec = unpack_json(arrays["spec"])
+        model = _build(spec)
+        model.load_params(arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{name!r}: not a usable lgm model file ({exc})") from None
+    bad = [k for k, v in model.params.views.items() if not bool(np.all(np.isfinite(v)))]
+    if bad:
+        raise ValueError(f"{name!r}: parameters {bad} are not finite (NaN or inf)")
     return model
 
 
@@ -461,6 +487,7 @@ def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_s
         draws the reparameterisation noise.
     checkpoint : path to an .npz, optional — the complete state (parameters, Adam moments and
         step, generator state, epoch and loss history) is written atomically after every epoch.
+        Its folder must be writable (checked before training starts).
     resume : bool — continue from ``checkpoint`` (the same losses as an uninterrupted run).
     callback : callable (epoch, step, n_steps, loss), optional — after every step (progress bars
         live in the caller).
@@ -468,10 +495,24 @@ def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_s
     Returns
     -------
     list of the mean training loss per epoch (negative bound, nats per row).
+
+    Raises
+    ------
+    FloatingPointError — when the loss or the parameters become NaN or inf (a step size too
+    large, typically): training stops, and a checkpoint keeps the last finite epoch (a
+    diverged epoch is never written).
     """
     model._check_x(X, "train")
     if objective not in ("elbo", "iwae"):
         raise ValueError(f"train: expected objective 'elbo' or 'iwae', got {objective!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"train: expected epochs to be a non-negative int, got {epochs!r}")
+    batch_size = _positive_int("batch_size", batch_size)
+    n_samples = _positive_int("n_samples", n_samples)
+    if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"train: expected lr to be a finite number > 0, got {lr!r}")
+    if checkpoint is not None:
+        check_writable(checkpoint, "train: checkpoint")  # before the work, not after an epoch
     rng = np.random.default_rng(seed)
     opt = Adam(model.params, lr=lr)
     history, epoch0 = [], 0
@@ -490,13 +531,29 @@ def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_s
             rng.bit_generator.state = meta["rng"]
             history, epoch0 = list(meta["history"]), int(meta["epoch"])
 
+    def diverged(what, where):
+        kept = (f"; {str(checkpoint)!r} still holds epoch {len(history)}, the last finite one"
+                if checkpoint is not None and history else "")
+        return FloatingPointError(f"train: the {what} became NaN or inf at {where} (lr={lr} may be "
+                                  f"too large); training stopped{kept}")
+
     def step(idx):
         model.params.zero_grad()
         loss = model.loss_and_grad(X[as_index(X, idx)], rng, objective, n_samples)
+        if isinstance(loss, float) and not math.isfinite(loss):  # the CPU: checked every step
+            raise diverged("loss", f"epoch {epoch_of[0] + 1}")
         opt.step()
         return loss
 
+    epoch_of = [epoch0]
+
     def on_epoch(st, mean_loss):
+        # a non-finite gradient shows in the parameters after Adam's step; on the GPU the loss
+        # is checked here (once per epoch, not one synchronisation per step)
+        if not math.isfinite(mean_loss) or not bool(model.params.backend.xp.isfinite(model.params.data).all()):
+            raise diverged("loss" if not math.isfinite(mean_loss) else "parameters",
+                           f"epoch {st.epoch + 1}")
+        epoch_of[0] = st.epoch + 1
         history.append(mean_loss)
         if checkpoint is not None:
             meta = dict(spec=_json_spec(model.spec), rng=rng.bit_generator.state,

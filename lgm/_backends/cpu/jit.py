@@ -21,12 +21,9 @@ from numba import njit
 FASTMATH = frozenset({"reassoc", "contract"})
 
 
-def jit(parallel=True, fastmath=FASTMATH, inline=False):
-    """The decorator for a kernel. ``inline="ir"``: a per-element helper that Numba inlines into
-    each caller's IR, so that the caller's loop vectorises with it (left to LLVM's inliner, the
-    float64 Bernoulli term, whose log1p is long, stayed a call and its kernel ran 6x slower)."""
-    if inline == "ir":
-        return njit(fastmath=set(fastmath), error_model="numpy", inline="always")
+def jit(parallel=True, fastmath=FASTMATH):
+    """The decorator for a kernel (per-element terms are ``overload(..., inline="always")``
+    functions, inlined into each caller's IR so that the caller's loop vectorises with them)."""
     return njit(parallel=parallel, fastmath=set(fastmath), error_model="numpy", cache=True,
                 nogil=True)
 

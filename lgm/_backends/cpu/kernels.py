@@ -17,7 +17,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .fastmath import fexp, fexp_nonan, fsoftplus
+from numba import types
+from numba.core.extending import overload
+
+from .fastmath import fexp, fexp_nonan, fexpm1, fexpm1mx, flog1p
 from .jit import helper, jit
 
 
@@ -53,21 +56,77 @@ def _rows(r, lead, rs):
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-element terms of the row sums, one definition each (the CUDA side's gaussian_term and
-# bernoulli_term in kernels/common.cuh): (x - mu)^2 e^-lv + lv (Gaussian, before the -1/2 and
-# the log 2 pi) and x l - softplus(l) (Bernoulli). Inlined into every kernel that sums them.
-# NaN in lv reaches the sum through "+ lv", so the NaN-free exp is enough in the Gaussian term.
-# The fused gradient kernel expands the Gaussian term itself: it needs its intermediates.
+# The per-element terms of the row sums, one definition each (the CUDA side's gaussian_term,
+# bernoulli_term and kl_term in kernels/common.cuh), inlined into every kernel that sums them
+# (Numba-IR inlining: left to LLVM's inliner, the float64 Bernoulli term stayed a call and its
+# kernel ran 6x slower).
+#
+# Gaussian, (x - mu)^2 e^-lv + lv (before the -1/2 and the log 2 pi): computed as s^2 with
+# s = (x - mu) e^(-lv/2), so that a tiny variance overflows only where the true term does
+# (e^-lv alone overflows at lv < -709, where (x - mu)^2 e^-lv can still be finite), and as 0
+# when x == mu whatever the variance (0 * inf would be NaN: log N(0.5 | 0.5, e^-709.5) is 353.83).
+# NaN in lv reaches the sum through "+ lv", so the NaN-free exp is enough.
+# Bernoulli, x l - softplus(l), as c l - log1p(e^-|l|) with c = x - [l > 0]: exact far in the
+# tails (x = 1, l = 40 gives -4.2e-18, not 40 - 40 = 0), and 0 at l = +-inf with the matching
+# label (c = 0; 0 * inf would be NaN).
+# KL(N(mu, e^lv) || N(0, 1)) per element, 1/2 (mu^2 + e^lv - 1 - lv), with e^lv - 1 - lv from a
+# series near 0 (fexpm1mx): as a difference of nearly equal terms it lost all relative accuracy
+# when KL ~ 0.
 # ---------------------------------------------------------------------------------------------
-@jit(inline="ir")
 def gaussian_term(x, mu, lv):
-    d = x - mu
-    return d * d * fexp_nonan(-lv) + lv
+    """(x - mu)^2 e^-lv + lv (Numba-compiled code only)."""
+    raise NotImplementedError("gaussian_term is callable only from Numba-compiled code")
 
 
-@jit(inline="ir")
 def bernoulli_term(x, lg):
-    return x * lg - fsoftplus(lg)
+    """x l - softplus(l) (Numba-compiled code only)."""
+    raise NotImplementedError("bernoulli_term is callable only from Numba-compiled code")
+
+
+def kl_term(mu, lv):
+    """2 KL(N(mu, e^lv) || N(0, 1)) = mu^2 + e^lv - 1 - lv (Numba-compiled code only)."""
+    raise NotImplementedError("kl_term is callable only from Numba-compiled code")
+
+
+def _consts(x):
+    F = np.float64 if x == types.float64 else np.float32 if x == types.float32 else None
+    return None if F is None else (F(0), F(1), F(-0.5))
+
+
+@overload(gaussian_term, inline="always")
+def _ol_gaussian_term(x, mu, lv):
+    k = _consts(x)
+    if k is None:
+        return None
+    zero, _, mhalf = k
+
+    def impl(x, mu, lv):
+        d = x - mu
+        s = d * fexp_nonan(mhalf * lv)
+        return (s * s if d != zero else zero) + lv
+    return impl
+
+
+@overload(bernoulli_term, inline="always")
+def _ol_bernoulli_term(x, lg):
+    k = _consts(x)
+    if k is None:
+        return None
+    zero, one, _ = k
+
+    def impl(x, lg):
+        c = x - one if lg > zero else x
+        lin = c * lg if c != zero else zero
+        r = lin - flog1p(fexp_nonan(-abs(lg)))
+        return r if lg == lg else lg
+    return impl
+
+
+@overload(kl_term, inline="always")
+def _ol_kl_term(mu, lv):
+    if _consts(mu) is None:
+        return None
+    return lambda mu, lv: mu * mu + fexpm1mx(lv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,8 +170,8 @@ def kl_diag_std_normal_row(mu, logvar):
     F = mu.dtype.type
     acc = F(0)
     for j in range(mu.shape[0]):
-        acc += F(1) + logvar[j] - mu[j] * mu[j] - fexp(logvar[j])
-    return F(-0.5) * acc
+        acc += kl_term(mu[j], logvar[j])
+    return F(0.5) * acc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +197,8 @@ def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, 
     """Value and gradients in one pass. Gradients are weighted by w_r (ones when unweighted) and
     written (not accumulated) to full (R, D) arrays; the caller sums broadcast axes.
 
-    d/dmu = w (x - mu) e^-lv;  d/dx = -d/dmu;  d/dlv = w/2 ((x - mu)^2 e^-lv - 1).
+    d/dmu = w (x - mu) e^-lv;  d/dx = -d/dmu;  d/dlv = w/2 ((x - mu)^2 e^-lv - 1). The Gaussian
+    term is expanded here (it needs its intermediates), the way gaussian_term computes it.
     """
     R = out_r.shape[0]
     D = x_rd.shape[1]
@@ -152,9 +212,11 @@ def diag_gaussian_logpdf_grad(out_r, dx_rd, dmu_rd, dlv_rd, x_rd, mu_rd, lv_rd, 
         for j in range(D):
             d = x_rd[ix, j] - mu_rd[im, j]
             lv = lv_rd[il, j]
-            e = fexp(-lv)
-            de = d * e
-            q = d * de
+            h = fexp(F(-0.5) * lv)  # as gaussian_term: (d h)^2, and 0 where d == 0
+            s = d * h
+            nz = d != F(0)
+            q = s * s if nz else F(0)
+            de = s * h if nz else F(0)  # d e^-lv
             acc += q + lv
             if want_dmu:
                 dmu_rd[r, j] = w * de
@@ -222,12 +284,11 @@ def kl_diag_std_normal(out_r, dmu_rd, dlv_rd, mu_rd, lv_rd, want_grad, lead, rs)
         for j in range(D):
             m = mu_rd[im, j]
             lv = lv_rd[il, j]
-            e = fexp(lv)
-            acc += F(1) + lv - m * m - e
+            acc += kl_term(m, lv)
             if want_grad:
                 dmu_rd[r, j] = m
-                dlv_rd[r, j] = F(0.5) * (e - F(1))
-        out_r[r] = F(-0.5) * acc
+                dlv_rd[r, j] = F(0.5) * fexpm1(lv)
+        out_r[r] = F(0.5) * acc
 
 
 @jit()
@@ -287,19 +348,20 @@ def importance_log_weights_bernoulli(out_r, x_rd, l_rd, t_rl, mut_rl, lvt_rl, le
 
 # ---------------------------------------------------------------------------------------------
 # logsumexp over the middle axis of a C-contiguous (P, N, Q) array -> (P, Q).
-# Two passes per slice (max, then sum of exp(a - max)); the slice is in cache for the second.
-# Rules (as JAX/scipy): a non-finite max is replaced by 0 before subtracting, so an all -inf slice
-# gives log(0) = -inf without NaN; +inf anywhere gives +inf; NaN anywhere gives NaN.
+# Two passes per slice (max, then the sum); the slice is in cache for the second. The result is
+# m + log1p(s) with s the sum of exp(a - m) over every term but one occurrence of the max m
+# (terms below m, plus one for each further term equal to m): when the max dominates, log(1 + s)
+# would round 1 + s first (logsumexp([0, -30]) had a relative error of 1e-3; float32 [0, -12]
+# 9e-3). Rules (as JAX/scipy): an all -inf slice gives -inf without NaN; +inf anywhere gives
+# +inf; NaN anywhere gives NaN.
 # ---------------------------------------------------------------------------------------------
-@jit(parallel=False)
+@helper()
 def _lse_finish(m, s, has_nan, F):
     if has_nan:
         return F(np.nan)
-    if m == F(np.inf):
+    if m == F(np.inf) or m == -F(np.inf):
         return m
-    if m == -F(np.inf):
-        return m
-    return m + np.log(s)
+    return m + np.log1p(s)
 
 
 @jit()
@@ -314,11 +376,13 @@ def logsumexp_rows(out_p, a_pn):
             v = a_pn[p, i]
             m = v if v > m else m
             nan |= v != v
-        shift = m if (m > -F(np.inf)) and (m < F(np.inf)) else F(0)
         s = F(0)
+        n_eq = 0
         for i in range(N):
-            s += fexp_nonan(a_pn[p, i] - shift)
-        out_p[p] = _lse_finish(m, s, nan, F)
+            v = a_pn[p, i]
+            s += fexp_nonan(v - m) if v < m else F(0)
+            n_eq += 1 if v == m else 0
+        out_p[p] = _lse_finish(m, s + F(n_eq - 1), nan, F)
 
 
 @jit()
@@ -326,38 +390,30 @@ def logsumexp_cols(out_pq, a_pnq):
     """Q > 1: reduce over n with the inner loop running along contiguous q (vectorised)."""
     P, N, Q = a_pnq.shape
     F = a_pnq.dtype.type
-    m_pq = np.empty((P, Q), a_pnq.dtype)  # running max, then the shift
-    s_pq = np.empty((P, Q), a_pnq.dtype)  # sum of exp(a - shift)
+    m_pq = np.empty((P, Q), a_pnq.dtype)  # running max
+    s_pq = np.empty((P, Q), a_pnq.dtype)  # sum of exp(a - max) over the terms below the max
+    neq_pq = np.empty((P, Q), np.int64)  # terms equal to the max
     nan_pq = np.empty((P, Q), np.bool_)
     for p in prange(P):
         for q in range(Q):
             m_pq[p, q] = -F(np.inf)
             nan_pq[p, q] = False
+            s_pq[p, q] = F(0)
+            neq_pq[p, q] = 0
         for n in range(N):
             for q in range(Q):
                 v = a_pnq[p, n, q]
                 mq = m_pq[p, q]
                 m_pq[p, q] = v if v > mq else mq
                 nan_pq[p, q] |= v != v
-        for q in range(Q):
-            mq = m_pq[p, q]
-            s_pq[p, q] = F(0)
-            if not ((mq > -F(np.inf)) and (mq < F(np.inf))):
-                m_pq[p, q] = F(0)  # shift used below; the true max is recovered at the end
         for n in range(N):
             for q in range(Q):
-                s_pq[p, q] += fexp_nonan(a_pnq[p, n, q] - m_pq[p, q])
+                v = a_pnq[p, n, q]
+                mq = m_pq[p, q]
+                s_pq[p, q] += fexp_nonan(v - mq) if v < mq else F(0)
+                neq_pq[p, q] += 1 if v == mq else 0
         for q in range(Q):
-            s = s_pq[p, q]
-            shift = m_pq[p, q]
-            if nan_pq[p, q]:
-                out_pq[p, q] = F(np.nan)
-            elif s == F(np.inf) or (shift == F(0) and s == F(0)):
-                # all -inf (s == 0 with a zero shift means every exp(a) underflowed only if all
-                # were -inf; a finite slice with max 0 has s >= 1) or some +inf
-                out_pq[p, q] = np.log(s)
-            else:
-                out_pq[p, q] = shift + np.log(s)
+            out_pq[p, q] = _lse_finish(m_pq[p, q], s_pq[p, q] + F(neq_pq[p, q] - 1), nan_pq[p, q], F)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from ...lowrank import LOG_2PI, lowrank_gaussian_logpdf, woodbury_factor, woodbury_posterior
+from ...lowrank import LOG_2PI, lowrank_gaussian_logpdf, woodbury_blocks, woodbury_factor
 from ...ops import backend_of
 from .em import ConvergenceWarning, em_step, run_em
 from .sources import CompleteData, DaskData, MissingData, centred_gram, is_dask
@@ -102,6 +102,9 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         # NaN marks a missing value where the estimator takes them (FactorAnalysis, PPCA with
         # method="em": fit, scoring, transform, impute); inf is always an error. PPCA with the
         # closed form is the complete-data estimator and refuses NaN throughout.
+        if isinstance(X, np.ma.MaskedArray):
+            raise TypeError(f"{type(self).__name__}: X is a masked array, and lgm does not read "
+                            "masks; pass X.filled(np.nan): NaN marks a missing value")
         if is_dask(X):
             return self._validate_dask(X, reset)
         allow_nan = self.__sklearn_tags__().input_tags.allow_nan
@@ -322,9 +325,11 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         fac = woodbury_factor(self.W_, psi)
         Minv = fac.Minv
 
-        def complete_rows(Xo):  # E[t | x] = M^-1 Wp^T (x - mean), X's products on its device
-            B = (Xo @ xp.asarray(fac.Wp, X.dtype)).astype(np.float64, copy=False) - xp.asarray(self.mean_ @ fac.Wp)
-            return woodbury_posterior(B, fac)[0]
+        def complete_rows(Xo):  # E[t | x] = M^-1 Wp^T (x - mean), on centred float64 blocks
+            out = xp.empty((Xo.shape[0], q))
+            for s0, _, E, _ in woodbury_blocks(Xo, self.mean_, fac):
+                out[s0:s0 + E.shape[0]] = E
+            return out
 
         if not bool(nan_rows.any()):
             return complete_rows(X).astype(X.dtype), xp.asarray(Minv)
@@ -377,6 +382,8 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate(X, reset=False)
+        if is_dask(X):  # lazy: one task per row-chunk
+            return X.map_blocks(self.impute, dtype=X.dtype)
         xp = backend_of(X).xp
         T = self.posterior(X)[0].astype(np.float64)
         filled = T @ xp.asarray(self.W_.T) + xp.asarray(self.mean_)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...lowrank import LOG_2PI, block_buffer, centred_blocks, woodbury_factor, woodbury_posterior
+from ...lowrank import (LOG_2PI, block_buffer, centred_blocks, woodbury_blocks, woodbury_factor,
+                        woodbury_posterior)
 from ...ops import backend_of
 
 __all__ = ["CompleteData", "DaskData", "MissingData", "is_dask", "complete_partials",
@@ -38,10 +39,8 @@ def complete_partials(X, mean, fac, buf=None):
     be = backend_of(X)
     xp = be.xp
     D, q = fac.Wp.shape
-    Wp_d = xp.asarray(fac.Wp, np.float64)
     Sxz, Szz, cc = xp.zeros((D, q)), xp.zeros((q, q)), xp.zeros(())
-    for R in centred_blocks(X, mean, buf):
-        E, bMb = woodbury_posterior(R @ Wp_d, fac)
+    for _, R, E, bMb in woodbury_blocks(X, mean, fac, buf):
         Sxz += R.T @ E
         Szz += E.T @ E
         cc += bMb.sum()

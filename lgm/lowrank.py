@@ -110,8 +110,8 @@ def centred_blocks(X, mean, buf=None):
 def _check_params(fname, D, dtype, mean, W, psi):
     if mean.shape != (D,):
         raise ValueError(f"{fname}: expected mean of shape ({D},), got {mean.shape}")
-    if W.ndim != 2 or W.shape[0] != D or W.shape[1] < 1:
-        raise ValueError(f"{fname}: expected W of shape ({D}, q) with q >= 1, got {W.shape}")
+    if W.ndim != 2 or W.shape[0] != D:
+        raise ValueError(f"{fname}: expected W of shape ({D}, q) with q >= 0, got {W.shape}")
     if psi.ndim == 0:
         psi = np.full(D, psi, dtype=dtype)
     if psi.shape != (D,):

@@ -51,7 +51,7 @@ def test_npy_npz_csv(tmp_path):
     np.savez(tmp_path / "one.npz", X=a)
     np.testing.assert_array_equal(data.load_array(tmp_path / "one.npz"), a)
     np.savez(tmp_path / "two.npz", X=a, y=np.arange(4))
-    with pytest.raises(ValueError, match="name one with key"):
+    with pytest.raises(ValueError, match="name one with --key"):
         data.load_array(tmp_path / "two.npz")
     np.testing.assert_array_equal(data.load_array(tmp_path / "two.npz", key="X"), a)
     with pytest.raises(ValueError, match="no array 'Z'"):

@@ -143,7 +143,7 @@ def test_float32_closed_form_with_a_large_mean():
 
 def test_bad_input_and_documented_behaviour(rng):
     X = rng.standard_normal((20, 5))
-    for q in (0, 5, 7, 2.5, True):
+    for q in (-1, 5, 7, 2.5, True):  # 0 <= q < D (issue 13: q = 0 is the isotropic Gaussian)
         with pytest.raises(ValueError, match="n_components"):
             lgm.PPCA(q).fit(X)
     with pytest.raises(ValueError, match="n_samples"):
@@ -158,8 +158,8 @@ def test_bad_input_and_documented_behaviour(rng):
     Xn[:, 1] = np.nan  # an all-NaN column: nothing to learn its parameters from
     with pytest.raises(ValueError, match="no observed value"):
         lgm.PPCA(2, method="em").fit(Xn)
-    with pytest.raises(ValueError, match="NaN"):
-        lgm.PPCA(2).fit(Xn)  # the closed form is for complete data
+    with pytest.raises(ValueError, match="no observed value"):
+        lgm.PPCA(2).fit(Xn)  # the closed form is for complete data: with NaN it runs EM
     Xr = X.copy()
     Xr[3] = np.nan  # an all-NaN row: contributes nothing, the fit goes on
     assert np.isfinite(lgm.FactorAnalysis(2, random_state=0).fit(Xr).score(X))

@@ -73,7 +73,7 @@ def cmd_info(args):
 def cmd_demo(args):
     from lgm.front.demo import demo
 
-    demo(out=args.out, quick=args.quick)
+    demo(out=args.out, quick=args.quick, command=args.command_line, created=args.created)
     return 0
 
 
@@ -81,7 +81,7 @@ def cmd_estep_bench(args):
     from lgm.front.demo import estep_bench
 
     estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
-                seeds=tuple(range(args.seeds)))
+                seeds=tuple(range(args.seeds)), command=args.command_line, created=args.created)
     return 0
 
 
@@ -122,6 +122,7 @@ def cmd_fit(args):
     try:
         fitting.fit(args.data, model=args.model, out=args.out, components=args.components,
                     strategy=args.strategy, likelihood=args.likelihood, epochs=args.epochs,
+                    steps=args.steps,
                     image_shape=shape, scale=args.scale, binarize=args.binarize, key=args.key,
                     seed=args.seed, force=args.force, progress=progress)
     finally:
@@ -137,58 +138,86 @@ def cmd_score(args):
     return 0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="lgm", description="latent Gaussian models: kernels and benchmarks")
+def _command_line(argv):
+    """The command as the user typed it (for reports)."""
+    import shlex
+
+    return "lgm " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+
+def parser():
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="lgm", description="latent Gaussian models: kernels and benchmarks",
+                                formatter_class=fmt)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="kernel benchmarks against numpy/scipy/torch, in one run")
-    b.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 minute)")
+    b = sub.add_parser("bench", help="kernel benchmarks against numpy/scipy/torch, in one run",
+                       formatter_class=fmt)
+    b.add_argument("--quick", action="store_true",
+                   help="small sizes only (about 3 minutes on 2 cores, torch.compile included)")
     b.add_argument("--threads", type=_threads, default=[1, 2], help="comma-separated, e.g. 1,2")
     b.add_argument("--dtypes", type=lambda v: _csv("dtypes", v, ("float32", "float64")),
-                   default=["float32", "float64"])
+                   default=["float32", "float64"], help="comma-separated: float32, float64")
     b.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to warm up)")
     b.add_argument("--out", help="also write the tables (Markdown) to this file, atomically")
     b.set_defaults(fn=cmd_bench)
-    i = sub.add_parser("info", help="versions, vector width, GPU backend")
+    i = sub.add_parser("info", help="versions, vector width, GPU backend", formatter_class=fmt)
     i.set_defaults(fn=cmd_info)
     d = sub.add_parser("demo", help="the main job on the embedded MNIST-5k: models, E-step "
-                                    "comparison, report with pictures")
-    d.add_argument("--quick", action="store_true", help="about 1 minute instead of about 5")
+                                    "comparison, report with pictures", formatter_class=fmt)
+    d.add_argument("--quick", action="store_true", help="about 1 minute instead of about 6")
     d.add_argument("--out", default="lgm-report", help="report folder (a new one if it exists)")
     d.set_defaults(fn=cmd_demo)
-    e = sub.add_parser("estep-bench", help="E-step strategies under equal time budgets")
+    e = sub.add_parser("estep-bench", help="E-step strategies under equal time budgets",
+                       formatter_class=fmt)
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, ("ppca", "mnist")),
-                   default=["ppca", "mnist"])
-    e.add_argument("--budget", type=float, help="training seconds per strategy (default 5 ppca, 30 mnist)")
+                   default=["ppca", "mnist"], help="comma-separated: ppca, mnist")
+    e.add_argument("--budget", type=float, help="training seconds per strategy (default: 5 for "
+                                                 "ppca, 30 for mnist)")
     e.add_argument("--seeds", type=int, default=3, help="repeated runs (the spread)")
-    e.add_argument("--out", default="lgm-estep-bench")
+    e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it exists)")
     e.set_defaults(fn=cmd_estep_bench)
-    f = sub.add_parser("fit", help="fit a model to a data file (.npy, .npz, .csv, MNIST IDX)")
-    f.add_argument("data")
-    f.add_argument("--model", default="ppca", choices=("ppca", "fa", "vae-mlp", "vae-conv"))
-    f.add_argument("--strategy", help="exact (ppca, fa); amortized, iwae, mcmc or meanfield (VAE)")
+    f = sub.add_parser("fit", help="fit a model to a data file (.npy, .npz, .csv, MNIST IDX)",
+                       formatter_class=fmt)
+    f.add_argument("data", help="the data: .npy, .npz, .csv (empty, nan or NA cells are missing "
+                                "values) or an MNIST IDX file; one row per sample")
+    f.add_argument("--model", default="ppca", choices=("ppca", "fa", "vae-mlp", "vae-conv"),
+                   help="ppca / fa: linear-Gaussian (exact); vae-*: neural decoder")
+    f.add_argument("--strategy", help="exact (ppca, fa); amortized, iwae, mcmc or meanfield (VAE; "
+                                      "default amortized)")
     f.add_argument("--components", type=int, default=16, help="latent dimensions")
-    f.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "gaussian"))
-    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "gaussian"),
+                   help="the VAE's decoder: Bernoulli (data in [0, 1]) or Gaussian")
+    f.add_argument("--steps", type=int, default=5000,
+                   help="VAE: optimisation steps (minibatches of 128), rounded up to whole epochs")
+    f.add_argument("--epochs", type=int, help="VAE: epochs instead of --steps")
     f.add_argument("--image-shape", help="H,W,C for --model vae-conv (default: square, 1 channel)")
     f.add_argument("--scale", type=float, help="divide the data by this (e.g. 255)")
     f.add_argument("--binarize", action="store_true", help="threshold at 0.5 (after --scale)")
     f.add_argument("--key", help="array name inside an .npz with several")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--out", default="model.npz")
+    f.add_argument("--seed", type=int, default=0, help="initialisation and minibatch order")
+    f.add_argument("--out", default="model.npz", help="the model file to write (.npz)")
     f.add_argument("--force", action="store_true", help="replace an existing --out file")
     f.set_defaults(fn=cmd_fit)
-    s = sub.add_parser("score", help="log-likelihood of each row of a data file under a saved model")
-    s.add_argument("data")
-    s.add_argument("--model-file", required=True)
+    s = sub.add_parser("score", help="log-likelihood of each row of a data file under a saved model",
+                       formatter_class=fmt)
+    s.add_argument("data", help="the data to score (formats as for fit)")
+    s.add_argument("--model-file", required=True, help="a model written by `lgm fit`")
     s.add_argument("--samples", type=int, default=1000, help="importance samples S (VAE)")
-    s.add_argument("--key")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--key", help="array name inside an .npz with several")
+    s.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     s.add_argument("--out", help="write per-row scores (CSV)")
-    s.add_argument("--force", action="store_true")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
     s.set_defaults(fn=cmd_score)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    args.command_line = _command_line(argv)
     from lgm.front.fitting import UsageError
 
+    created = []  # output folders this command made (an interrupt removes them if still empty)
+    args.created = created
     try:
         return args.fn(args)
     except UsageError as exc:
@@ -201,6 +230,30 @@ def main(argv=None):
     except FloatingPointError as exc:  # training diverged (lgm.vae.train says how and where)
         print(f"lgm {args.cmd}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nlgm {args.cmd}: interrupted; " + _after_interrupt(args, created), file=sys.stderr)
+        return 130
+
+
+def _after_interrupt(args, created):
+    """What an interrupted command leaves: folders it made are removed while still empty (and
+    said so), partial reports are named; files are only ever written whole (atomically)."""
+    from pathlib import Path
+
+    kept, removed = [], []
+    for d in created:
+        d = Path(d)
+        try:
+            d.rmdir()  # only succeeds on an empty folder
+            removed.append(str(d))
+        except OSError:
+            if d.exists():
+                kept.append(str(d))
+    if kept:
+        return f"the partial results are in {', '.join(kept)}"
+    if removed:
+        return f"nothing was written (removed the empty folder {', '.join(removed)})"
+    return "nothing was written"
 
 
 if __name__ == "__main__":

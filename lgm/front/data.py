@@ -91,7 +91,8 @@ def load_idx(path):
 
 def load_array(path, key=None):
     """A user's data as a 2-D float64 array (rows = samples) from .npy, .npz (the only array, or
-    ``key``), .csv (comma separated, numbers only; a header line is skipped) or an MNIST IDX file
+    ``key``), .csv (comma separated numbers; a first line of names is a header; empty, nan, NA
+    cells are missing values, NaN) or an MNIST IDX file
     (images flattened). Raises FileNotFoundError / ValueError naming the file and the problem."""
     path = Path(path)
     if path.is_dir():
@@ -113,7 +114,7 @@ def load_array(path, key=None):
         arrays = load_npz(path)
         if key is None:
             if len(arrays) != 1:
-                raise ValueError(f"{str(path)!r} holds arrays {sorted(arrays)}; name one with key=")
+                raise ValueError(f"{str(path)!r} holds arrays {sorted(arrays)}; name one with --key")
             key = next(iter(arrays))
         if key not in arrays:
             raise ValueError(f"{str(path)!r}: no array {key!r} (it holds {sorted(arrays)})")
@@ -142,29 +143,52 @@ def load_array(path, key=None):
     return X.astype(np.float64)
 
 
+MISSING = ("", "nan", "na", "n/a", "null", "none", "?")  # cells read as a missing value (NaN)
+
+
+def _cell(v):
+    """A CSV cell as a float: a number, NaN for a missing-value marker (case-insensitive), or
+    None for anything else."""
+    t = v.strip().strip('"').strip()
+    if t.lower() in MISSING:
+        return np.nan
+    try:
+        return float(t)
+    except ValueError:
+        return None
+
+
 def _load_csv(path):
+    """Numbers separated by commas, one row per line (blank lines skipped). A header is a first
+    line with a token that is neither a number nor a missing-value marker; empty, nan, NA, ...
+    cells are missing values (NaN). Errors give the line number in the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+            text = f.read()
     except UnicodeDecodeError as exc:
         raise ValueError(f"{str(path)!r} is not a text CSV file (byte {exc.start} is not UTF-8 "
                          "text)") from None
     rows = []
-    for i, ln in enumerate(lines):
+    first = True
+    for lineno, ln in enumerate(text.splitlines(), start=1):
+        if not ln.strip():
+            continue
         fields = ln.split(",")
-        try:
-            rows.append([float(v) for v in fields])
-        except ValueError:
-            if i == 0 and not rows:
-                continue  # header line
-            bad = next(v for v in fields if not _isfloat(v))
-            raise ValueError(f"{str(path)!r} line {i + 1}: non-numeric value {bad.strip()!r}") from None
+        vals = [_cell(v) for v in fields]
+        if any(v is None for v in vals):
+            if first and all(v is None or np.isnan(v) for v in vals) and any(v is None for v in vals):
+                first = False
+                continue  # a header line: its names are not numbers (nor missing markers)
+            bad = next(f for f, v in zip(fields, vals) if v is None)
+            raise ValueError(f"{str(path)!r} line {lineno}: non-numeric value {bad.strip()!r}")
+        first = False
+        rows.append(vals)
     if not rows:
         raise ValueError(f"{str(path)!r}: no numeric rows")
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise ValueError(f"{str(path)!r}: rows of different lengths {sorted(widths)}")
-    return np.array(rows)
+    return np.array(rows, dtype=np.float64)
 
 
 def _isfloat(v):

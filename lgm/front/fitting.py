@@ -44,9 +44,13 @@ def _writable(out):
 
 
 def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, likelihood="bernoulli",
-        epochs=30, batch_size=128, lr=1e-3, image_shape=None, scale=None, binarize=False, key=None,
-        seed=0, force=False, progress=None, say=print):
-    """Fit ``model`` to the rows of the data file and save it to ``out``; returns the path."""
+        epochs=None, steps=5000, batch_size=128, lr=1e-3, image_shape=None, scale=None,
+        binarize=False, key=None, seed=0, force=False, progress=None, say=print):
+    """Fit ``model`` to the rows of the data file and save it to ``out``; returns the path.
+
+    A VAE trains for ``steps`` optimisation steps (rounded up to whole epochs; 30 epochs of a
+    500-row file were 120 steps, far from trained), or ``epochs`` when given; a warning says so
+    when the training loss is still falling fast at the end."""
     if model not in MODELS:
         raise UsageError(f"--model: expected one of {MODELS}, got {model!r}")
     out = Path(out)
@@ -57,8 +61,10 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
     _writable(out)
     if isinstance(components, bool) or int(components) != components or components < 1:
         raise UsageError(f"--components: expected a positive number of latent dimensions, got {components}")
-    if model not in ("ppca", "fa") and epochs < 1:
+    if model not in ("ppca", "fa") and epochs is not None and epochs < 1:
         raise UsageError(f"--epochs: expected a positive number of epochs, got {epochs}")
+    if model not in ("ppca", "fa") and epochs is None and (steps is None or steps < 1):
+        raise UsageError(f"--steps: expected a positive number of optimisation steps, got {steps}")
     X = _load_data(data, key, scale, "data file")
     N, D = X.shape
     if model in ("ppca", "fa"):
@@ -117,32 +123,60 @@ def fit(data, *, model="ppca", out="model.npz", components=16, strategy=None, li
             raise UsageError(str(exc)) from None
     else:
         m = mlp_vae(D=D, hidden=400, latent_dim=components, likelihood=likelihood, seed=seed)
+    if epochs is None:
+        epochs = -(-int(steps) // -(-N // batch_size))
+    losses = []  # every step's training loss, to tell whether it has levelled off
+
+    def on_loss(loss):
+        losses.append(float(loss))
+        if progress:
+            progress(1, float(loss))
+
     if strategy in ("amortized", "iwae"):
         from ..models.vae import train
 
         hist = train(m, X, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                      objective="elbo" if strategy == "amortized" else "iwae",
                      n_samples=1 if strategy == "amortized" else 5,
-                     callback=(lambda e, s, n, loss: progress(1, float(loss))) if progress else None)
+                     callback=lambda e, s, n, loss: on_loss(loss))
         final = hist[-1]
     else:
         from ..estep import make_strategy
-
         from ..models.training import minibatch_loop
 
         st = make_strategy(strategy, lr=lr, seed=seed)
         st.setup(m, X)
-        losses = []
+        epoch_means = []
         minibatch_loop(lambda idx: st.iteration(m, X, idx), N, rng=np.random.default_rng(seed),
                        batch_size=batch_size, epochs=epochs,
-                       on_step=(lambda s: progress(1, s.loss)) if progress else None,
-                       on_epoch=lambda s, mean_loss: losses.append(mean_loss))
-        final = losses[-1] if losses else float("nan")
+                       on_step=lambda s: on_loss(s.loss),
+                       on_epoch=lambda s, mean_loss: epoch_means.append(mean_loss))
+        final = epoch_means[-1] if epoch_means else float("nan")
+    _warn_if_still_falling(losses, say)
     m.save(out, extra={"fit": pack_json({"strategy": strategy, "epochs": epochs,
                                           "binarize": bool(binarize), "scale": scale})})
     say(f"{model} ({likelihood}, d = {components}, {strategy}): final training loss {final:.3f} "
         f"nats per row; saved {out}")
     return out
+
+
+def still_falling(losses, window=0.2, threshold=0.01):
+    """(True, drop) when the mean loss of the last ``window`` of the steps is lower than that of
+    the window before by more than ``threshold`` of its magnitude (and 0.05 nats): training has
+    not levelled off. Minibatch noise is averaged out by the windows."""
+    n = max(1, int(len(losses) * window))
+    if len(losses) < 4 * n or len(losses) < 20:
+        return False, 0.0
+    last, before = float(np.mean(losses[-n:])), float(np.mean(losses[-2 * n:-n]))
+    drop = before - last
+    return drop > max(threshold * abs(last), 0.05), drop
+
+
+def _warn_if_still_falling(losses, say):
+    falling, drop = still_falling(losses)
+    if falling:
+        say(f"warning: the training loss was still falling fast at the end ({drop:.2f} nats per "
+            f"row over the last 20 % of {len(losses)} steps): pass more --steps (or --epochs)")
 
 
 def load(path):

@@ -44,7 +44,25 @@ from ...ops import backend_of
 from .em import ConvergenceWarning, em_step, run_em
 from .sources import CompleteData, DaskData, MissingData, centred_gram, is_dask
 
-__all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning"]
+__all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning", "ortho_rotation"]
+
+
+def ortho_rotation(W, method="varimax", tol=1e-6, max_iter=100):
+    """W (D, q) rotated by the orthogonal matrix that maximises the varimax (Kaiser 1958) or
+    quartimax criterion of its columns; scikit-learn's ``_ortho_rotation``, the same iteration."""
+    nrow, ncol = W.shape
+    R = np.eye(ncol)
+    var = 0.0
+    for _ in range(max_iter):
+        Wr = W @ R
+        tmp = Wr * ((Wr ** 2).sum(axis=0) / nrow) if method == "varimax" else 0.0
+        u, sv, vt = np.linalg.svd(W.T @ (Wr ** 3 - tmp))
+        R = u @ vt
+        var_new = sv.sum()
+        if var != 0 and var_new < var * (1 + tol):
+            break
+        var = var_new
+    return W @ R
 
 # Floor on noise variances (relative to the largest feature variance): a constant feature would
 # otherwise drive its variance to 0 and the log-likelihood to +inf.
@@ -86,9 +104,12 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         q = self.n_components
         if q is None:
             q = min(N, D) - 1
-        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or not 1 <= q < D:
-            raise ValueError(f"n_components must be an int with 1 <= n_components < n_features "
-                             f"= {D}, got {self.n_components!r}")
+        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or not 0 <= q < D:
+            raise ValueError(f"n_components must be an int with 0 <= n_components < n_features "
+                             f"= {D}, got {self.n_components!r} (n_components = n_features would "
+                             "leave no noise: the maximum-likelihood noise variance is 0 and the "
+                             "density degenerate; 0 is an isotropic (PPCA) or diagonal (FA) "
+                             "Gaussian)")
         if q >= N:
             raise ValueError(f"n_components = {q} needs more samples than that (n_samples = {N}): "
                              "with n_samples <= q the loadings are not identified")
@@ -99,15 +120,16 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         return int(q)
 
     def _validate(self, X, reset):
-        # NaN marks a missing value where the estimator takes them (FactorAnalysis, PPCA with
-        # method="em": fit, scoring, transform, impute); inf is always an error. PPCA with the
-        # closed form is the complete-data estimator and refuses NaN throughout.
+        # NaN marks a missing value: fitting takes them where the method does (FactorAnalysis,
+        # PPCA with method="em"; the closed form is the complete-data fit and refuses them), and
+        # every fitted model scores, transforms and imputes rows with NaN, whatever fitted it
+        # (the marginal of the observed entries is exact). inf is always an error.
         if isinstance(X, np.ma.MaskedArray):
             raise TypeError(f"{type(self).__name__}: X is a masked array, and lgm does not read "
                             "masks; pass X.filled(np.nan): NaN marks a missing value")
         if is_dask(X):
             return self._validate_dask(X, reset)
-        allow_nan = self.__sklearn_tags__().input_tags.allow_nan
+        allow_nan = True
         if backend_of(X).name == "cupy":
             return self._validate_cupy(X, reset, allow_nan)
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
@@ -264,6 +286,22 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         est.n_features_in_ = W.shape[0]
         return est
 
+    def _orient(self, W, psi):
+        """The loadings in their canonical orientation (the likelihood only identifies W up to
+        a rotation, which EM's answer inherits from its random start): W R with R orthogonal
+        such that W^T Psi^-1 W is diagonal with decreasing entries — the principal axes, for
+        PPCA W = U S as in its closed form — and the largest |entry| of each column positive
+        (the closed form's sign convention). A fixed seed and the same data give the same W_,
+        and EM, SQUAREM and the closed form agree to their tolerance."""
+        q = W.shape[1]
+        if q == 0:
+            return W
+        _, _, Vt = np.linalg.svd(W / np.sqrt(psi)[:, None], full_matrices=False)
+        W = W @ Vt.T
+        signs = np.sign(W[np.abs(W).argmax(0), np.arange(q)])
+        signs[signs == 0] = 1
+        return W * signs
+
     def _set_fitted(self, mean, W, psi, n_iter, history, dtype):
         self.mean_ = mean
         self.W_ = W
@@ -365,8 +403,32 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
             check_is_fitted(self)
             X = self._validate(X, reset=False)
             q = self.W_.shape[1]
-            return X.map_blocks(lambda b: self.posterior(b)[0], chunks=(X.chunks[0], (q,)), dtype=X.dtype)
-        return self.posterior(X)[0]
+            return X.map_blocks(self.transform, chunks=(X.chunks[0], (q,)), dtype=X.dtype)
+        T = self.posterior(X)[0]
+        if getattr(self, "whiten", False) and T.shape[1]:
+            T = T @ backend_of(T).xp.asarray(self._whitener().astype(T.dtype))
+        return T
+
+    def _whitener(self):
+        """(I - M^-1)^(-1/2): Cov(E[t | x]) = I - M^-1 under the model (M = I + W^T Psi^-1 W), so
+        this maps the posterior means to unit covariance (diagonal in the canonical orientation)."""
+        Minv = woodbury_factor(self.W_, self._psi()).Minv
+        lam, V = np.linalg.eigh(np.eye(Minv.shape[0]) - Minv)
+        return (V / np.sqrt(np.maximum(lam, np.finfo(float).tiny))) @ V.T
+
+    def get_covariance(self):
+        """The model covariance W W^T + Psi, shape (n_features, n_features) (float64)."""
+        check_is_fitted(self)
+        return self.W_ @ self.W_.T + np.diag(self._psi())
+
+    def get_precision(self):
+        """The inverse of :meth:`get_covariance`, by the Woodbury identity
+        Psi^-1 - Psi^-1 W M^-1 W^T Psi^-1 (no D x D matrix is inverted), shape
+        (n_features, n_features) (float64)."""
+        check_is_fitted(self)
+        psi = self._psi()
+        fac = woodbury_factor(self.W_, psi)
+        return np.diag(1.0 / psi) - fac.Wp @ fac.Minv @ fac.Wp.T
 
     def impute(self, X):
         """Fill missing values by their conditional mean under the fitted Gaussian.
@@ -441,11 +503,16 @@ class PPCA(_LinearGaussian):
 
     Parameters
     ----------
-    n_components : int, optional — q, with 1 <= q < n_features (default min(N, D) - 1).
+    n_components : int, optional — q, with 0 <= q < n_features (default min(N, D) - 1); 0 is the
+        isotropic Gaussian N(mean, s^2 I).
+    whiten : bool — ``transform`` returns the posterior means scaled to unit variance under the
+        model (each component divided by its standard deviation, sqrt(1 - s^2 / lambda_j)):
+        then equal to scikit-learn's ``PCA(whiten=True).transform`` for the closed form.
     method : {"closed_form", "em"} — the maximum-likelihood solution from the eigenvalues of the
         sample covariance (its top q eigenpairs, LAPACK syevr; an SVD of the centred data when
-        n_features > n_samples), or EM (Tipping & Bishop, App. B), which also
-        takes missing values (NaN).
+        n_features > n_samples), or EM (Tipping & Bishop, App. B), which also takes missing
+        values (NaN). The closed form needs complete data: on X with NaN, ``fit`` runs EM on the
+        observed entries instead (``n_iter_`` > 1 says so).
     tol : float — EM stops when the mean log-likelihood gains less than tol nats per sample.
     max_iter : int — EM iterations (each SQUAREM cycle counts its three EM maps).
     accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
@@ -466,11 +533,12 @@ class PPCA(_LinearGaussian):
 
     _isotropic = True
 
-    def __init__(self, n_components=None, *, method="closed_form", tol=1e-6, max_iter=1000,
-                 accelerate=True, random_state=None, blas_threads=None):
+    def __init__(self, n_components=None, *, method="closed_form", whiten=False, tol=1e-6,
+                 max_iter=1000, accelerate=True, random_state=None, blas_threads=None):
         super().__init__(n_components, tol=tol, max_iter=max_iter, accelerate=accelerate,
                          random_state=random_state, blas_threads=blas_threads)
         self.method = method
+        self.whiten = whiten
 
     def _fit(self, X):
         X = self._validate(X, reset=True)
@@ -478,7 +546,8 @@ class PPCA(_LinearGaussian):
         q = self._check_params(N, D)
         if self.method not in ("closed_form", "em"):
             raise ValueError(f"method must be 'closed_form' or 'em', got {self.method!r}")
-        if self.method == "closed_form":
+        missing = not is_dask(X) and bool(backend_of(X).xp.isnan(X).any())
+        if self.method == "closed_form" and not missing:
             st = DaskData(X) if is_dask(X) else CompleteData(X, stats=False)
             W, s2, loglik = self._closed_form(st, q)
             psi = np.full(D, s2)
@@ -486,13 +555,8 @@ class PPCA(_LinearGaussian):
             self._set_fitted(st.mean, W, psi, 1, [loglik], X.dtype)
             return self
         W, psi, mean, n_iter, hist = self._em(X, q)
-        self._set_fitted(mean, W, psi, n_iter, hist, X.dtype)
+        self._set_fitted(mean, self._orient(W, psi), psi, n_iter, hist, X.dtype)
         return self
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.method == "em"  # the closed form needs complete data
-        return tags
 
     @staticmethod
     def _closed_form(st, q):
@@ -511,9 +575,13 @@ class PPCA(_LinearGaussian):
             import scipy.linalg
 
             S = centred_gram(st.X, st.mean) / N
-            lam_q, U_q = scipy.linalg.eigh(S, subset_by_index=[D - q, D - 1], driver="evr")
-            lam_q, U_q = np.maximum(lam_q[::-1], 0.0), U_q[:, ::-1]
-            s2 = max((np.trace(S) - lam_q.sum()) / (D - q), SMALL * max(lam_q[0], 1.0))
+            if q == 0:  # the isotropic Gaussian: s^2 is the mean variance
+                lam_q, U_q = np.zeros(0), np.zeros((D, 0))
+            else:
+                lam_q, U_q = scipy.linalg.eigh(S, subset_by_index=[D - q, D - 1], driver="evr")
+                lam_q, U_q = np.maximum(lam_q[::-1], 0.0), U_q[:, ::-1]
+            top = max(lam_q[0], 1.0) if q else 1.0
+            s2 = max((np.trace(S) - lam_q.sum()) / (D - q), SMALL * top)
             return PPCA._finish_closed_form(U_q, lam_q, s2, D, q)
         else:
             be = backend_of(st.X)
@@ -530,7 +598,7 @@ class PPCA(_LinearGaussian):
             U = np.zeros((D, D))
             U[:, : sv.size] = Vt.T
         lam = np.maximum(lam, 0.0)
-        s2 = max(lam[q:].mean(), SMALL * max(lam[0], 1.0))
+        s2 = max(lam[q:].mean(), SMALL * max(lam[0] if q else 1.0, 1.0))
         return PPCA._finish_closed_form(U[:, :q], lam[:q], s2, D, q)
 
     @staticmethod
@@ -552,7 +620,11 @@ class FactorAnalysis(_LinearGaussian):
 
     Parameters
     ----------
-    n_components : int, optional — q, with 1 <= q < n_features (default min(N, D) - 1).
+    n_components : int, optional — q, with 0 <= q < n_features (default min(N, D) - 1); 0 is a
+        Gaussian with diagonal covariance.
+    rotation : None, "varimax" or "quartimax" — an orthogonal rotation of the loadings (as
+        scikit-learn's; Kaiser 1958 for varimax). None: the canonical orientation, W^T Psi^-1 W
+        diagonal and decreasing. The likelihood does not depend on it.
     tol : float — EM stops when the mean log-likelihood gains less than tol nats per sample.
     max_iter : int — EM maps (each SQUAREM cycle counts its three maps).
     accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
@@ -570,10 +642,21 @@ class FactorAnalysis(_LinearGaussian):
     n_features_in_ : int.
     """
 
+    def __init__(self, n_components=None, *, rotation=None, tol=1e-6, max_iter=1000,
+                 accelerate=True, random_state=None, blas_threads=None):
+        super().__init__(n_components, tol=tol, max_iter=max_iter, accelerate=accelerate,
+                         random_state=random_state, blas_threads=blas_threads)
+        self.rotation = rotation
+
     def _fit(self, X):
+        if self.rotation not in (None, "varimax", "quartimax"):
+            raise ValueError(f"rotation must be None, 'varimax' or 'quartimax', got {self.rotation!r}")
         X = self._validate(X, reset=True)
         N, D = X.shape
         q = self._check_params(N, D)
         W, psi, mean, n_iter, hist = self._em(X, q)
+        W = self._orient(W, psi)
+        if self.rotation is not None and q > 1:
+            W = ortho_rotation(W, self.rotation)
         self._set_fitted(mean, W, psi, n_iter, hist, X.dtype)
         return self

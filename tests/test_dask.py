@@ -16,7 +16,9 @@ def _data(seed=0, N=3000, D=12, q=3):
 
 
 @pytest.mark.parametrize("make", [lambda: lgm.PPCA(3), lambda: lgm.PPCA(3, method="em", random_state=0),
-                                  lambda: lgm.FactorAnalysis(3, random_state=0)])
+                                  # EM by name: on numpy the default is the profile likelihood,
+                                  # on dask EM (the same algorithm is compared on both)
+                                  lambda: lgm.FactorAnalysis(3, method="em", random_state=0)])
 def test_dask_threaded_matches_numpy(make):
     X = _data()
     Xd = da.from_array(X, chunks=(700, 6))  # uneven row chunks, split columns (rechunked inside)
@@ -38,8 +40,8 @@ def test_dask_distributed_local_cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         Xd = da.from_array(X, chunks=(500, 12))
-        fa = lgm.FactorAnalysis(3, random_state=0).fit(Xd)
-        ref = lgm.FactorAnalysis(3, random_state=0).fit(X)
+        fa = lgm.FactorAnalysis(3, random_state=0).fit(Xd)  # auto: EM on dask
+        ref = lgm.FactorAnalysis(3, method="em", random_state=0).fit(X)
         np.testing.assert_allclose(fa.loglike_[-1], ref.loglike_[-1], rtol=1e-10)
         np.testing.assert_allclose(fa.score_samples(Xd).compute(), ref.score_samples(X), rtol=1e-8)
 

@@ -52,7 +52,7 @@ def em_step(source, W, psi):
     return W_new, psi_new, loglik
 
 
-def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="EM"):
+def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="EM", stacklevel=6):
     """Iterate the EM map ``step`` from (W0, psi0, mean0), SQUAREM-accelerated.
 
     Parameters
@@ -63,7 +63,7 @@ def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="E
         isotropic average).
     tol : float — stop when a map gains less than tol nats per row; max_iter : int — maps in
         all (each SQUAREM cycle counts its three maps); accelerate : bool — SQUAREM on/off.
-    name : str — for the ConvergenceWarning.
+    name : str — for the ConvergenceWarning; stacklevel : int — its frame (the user's call).
 
     Returns
     -------
@@ -122,5 +122,5 @@ def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="E
     if not converged:
         warnings.warn(f"{name}: EM did not converge in max_iter={max_iter} iterations (last gain "
                       f"{gain:.3g} nats/sample > tol={tol}); raise max_iter or tol",
-                      ConvergenceWarning, stacklevel=6)
+                      ConvergenceWarning, stacklevel=stacklevel)
     return th[0], th[1], th[2], it, history

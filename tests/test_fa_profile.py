@@ -1,0 +1,91 @@
+"""Factor analysis by the profile likelihood (ECME, issue 15): the same optimum as EM + SQUAREM,
+monotone, a Heywood case, and the choice between the two."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import lgm
+
+
+def _fa_data(N=3000, D=30, q=4, seed=0):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((D, q))
+    psi = rng.uniform(0.2, 2.0, D)
+    return rng.standard_normal((N, q)) @ W.T + rng.standard_normal(D) + rng.standard_normal((N, D)) * np.sqrt(psi)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data / 16.0
+    return X[:, X.std(0) > 0.05]  # drop near-constant border pixels (a Heywood case of their own)
+
+
+@pytest.mark.parametrize("data", ["synthetic", "digits"])
+def test_profile_reaches_the_em_optimum(data):
+    X = _fa_data() if data == "synthetic" else _digits()
+    q = 4 if data == "synthetic" else 8
+    prof = lgm.FactorAnalysis(q, method="profile", tol=1e-12, max_iter=20000, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lgm.ConvergenceWarning)
+        em = lgm.FactorAnalysis(q, method="em", tol=1e-12, max_iter=200000, random_state=0).fit(X)
+    assert abs(prof.score(X) - em.score(X)) < 1e-6, (prof.score(X), em.score(X))
+    assert prof.loglike_[-1] == pytest.approx(prof.score(X), abs=1e-9)
+    np.testing.assert_allclose(prof.get_covariance(), em.get_covariance(), atol=1e-4)
+    assert prof.n_iter_ < em.n_iter_  # fewer maps (on MNIST-5k: tens against thousands, bench/)
+
+
+def test_profile_is_monotone():
+    X = _fa_data(seed=1)
+    fa = lgm.FactorAnalysis(4, method="profile", tol=1e-12, max_iter=5000).fit(X)
+    assert np.all(np.diff(fa.loglike_) >= -1e-12), np.diff(fa.loglike_).min()
+    assert len(fa.loglike_) == fa.n_iter_ + 1 or len(fa.loglike_) == fa.n_iter_ + 2
+
+
+def test_profile_gradient_is_the_ecme_step():
+    """d loglik / d log psi_d = (diag(S - W W^T)_d - psi_d) / (2 psi_d) at the profile loadings:
+    the gradient L-BFGS-B uses, against central differences in float64."""
+    from lgm.models.linear.profile import profile_loadings
+
+    X = _fa_data(N=500, D=12, q=3, seed=5)
+    S = np.cov(X, rowvar=False, bias=True)
+    psi = np.random.default_rng(6).uniform(0.2, 1.5, 12)
+    W, _ = profile_loadings(S, psi, 3)
+    claim = (np.diag(S) - (W * W).sum(1) - psi) / (2 * psi)
+    h = 1e-6
+    fd = [(profile_loadings(S, psi * np.exp(h * (np.arange(12) == d)), 3)[1]
+           - profile_loadings(S, psi * np.exp(-h * (np.arange(12) == d)), 3)[1]) / (2 * h)
+          for d in range(12)]
+    np.testing.assert_allclose(fd, claim, atol=1e-7)
+
+
+def test_profile_heywood_case():
+    """A feature that the factors explain exactly: its noise variance goes to the floor, the
+    fit stays finite and monotone and at least as likely as EM's."""
+    X = _fa_data(N=2000, D=12, q=2, seed=2)
+    rng = np.random.default_rng(3)
+    X[:, 0] = X[:, 1:4] @ rng.standard_normal(3)  # an exact combination of other features
+    prof = lgm.FactorAnalysis(3, method="profile", tol=1e-10, max_iter=20000).fit(X)
+    floor = 1e-6 * X.var(0).mean()
+    assert prof.noise_variance_[0] == pytest.approx(floor, rel=1e-6)
+    assert np.isfinite(prof.score(X)) and np.all(np.diff(prof.loglike_) >= -1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lgm.ConvergenceWarning)
+        em = lgm.FactorAnalysis(3, method="em", tol=1e-10, max_iter=20000, random_state=0).fit(X)
+    assert prof.score(X) >= em.score(X) - 1e-6
+
+
+def test_method_choice():
+    X = _fa_data(N=300, D=6, q=2)
+    assert lgm.FactorAnalysis(2, random_state=0).fit(X).n_iter_ < 200
+    Xm = X.copy()
+    Xm[0, 0] = np.nan
+    with pytest.raises(ValueError, match="method='profile' needs complete"):
+        lgm.FactorAnalysis(2, method="profile").fit(Xm)
+    assert np.isfinite(lgm.FactorAnalysis(2, random_state=0).fit(Xm).score(Xm))  # auto -> EM
+    with pytest.raises(ValueError, match="method must be"):
+        lgm.FactorAnalysis(2, method="svd").fit(X)

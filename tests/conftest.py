@@ -70,3 +70,22 @@ def ppca_decoder(D, q, sigma2, seed=0, scales=(2.0, 1.2)):
     v["dec.logvar"][...] = np.log(sigma2)
     Mdiag = (W * W).sum(0) + sigma2
     return m, W, mu, Mdiag
+
+
+def run_lgm(*args, cwd=None, timeout=300):
+    """The installed command line, as a user runs it: (exit code, stdout, stderr)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lgm", *map(str, args)], capture_output=True,
+                       text=True, timeout=timeout, cwd=cwd)
+    return r.returncode, r.stdout, r.stderr
+
+
+def one_line_error(rc, err):
+    """A user error on the command line: exit code 2, no traceback, one line (returned)."""
+    assert rc == 2, err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]

@@ -16,18 +16,8 @@ import pytest
 import lgm
 
 
-def _lgm(*args, cwd=None, timeout=300):
-    r = subprocess.run([sys.executable, "-m", "lgm", *map(str, args)], capture_output=True,
-                       text=True, timeout=timeout, cwd=cwd)
-    return r.returncode, r.stdout, r.stderr
-
-
-def _one_line_error(rc, err):
-    assert rc == 2, err
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
+from conftest import one_line_error as _one_line_error  # noqa: E402
+from conftest import run_lgm as _lgm  # noqa: E402
 
 
 def _data(n=200, d=8, q=2, seed=0, offset=0.0):

@@ -19,20 +19,8 @@ from lgm.io import load_npz, save_npz_atomic, write_atomic
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _lgm(*args, cwd=None, timeout=300):
-    """The installed command line, as a user runs it: (exit code, stdout, stderr)."""
-    r = subprocess.run([sys.executable, "-m", "lgm", *map(str, args)], capture_output=True,
-                       text=True, timeout=timeout, cwd=cwd)
-    return r.returncode, r.stdout, r.stderr
-
-
-def _one_line_error(rc, err):
-    assert rc == 2, err
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.strip() and "Warning" not in ln and
-             not ln.startswith("  ")]
-    assert len(lines) == 1, err
-    return lines[0]
+from conftest import one_line_error as _one_line_error  # noqa: E402
+from conftest import run_lgm as _lgm  # noqa: E402
 
 
 # --- 1. divergent training ---------------------------------------------------------------------

@@ -164,7 +164,7 @@ def parser():
     i.set_defaults(fn=cmd_info)
     d = sub.add_parser("demo", help="the main job on the embedded MNIST-5k: models, E-step "
                                     "comparison, report with pictures", formatter_class=fmt)
-    d.add_argument("--quick", action="store_true", help="about 1 minute instead of about 6")
+    d.add_argument("--quick", action="store_true", help="about 1 minute instead of about 2")
     d.add_argument("--out", default="lgm-report", help="report folder (a new one if it exists)")
     d.set_defaults(fn=cmd_demo)
     e = sub.add_parser("estep-bench", help="E-step strategies under equal time budgets",

@@ -633,8 +633,9 @@ class FactorAnalysis(_LinearGaussian):
     rotation : None, "varimax" or "quartimax" — an orthogonal rotation of the loadings (as
         scikit-learn's; Kaiser 1958 for varimax). None: the canonical orientation, W^T Psi^-1 W
         diagonal and decreasing. The likelihood does not depend on it.
-    tol : float — EM stops when the mean log-likelihood gains less than tol nats per sample.
-    max_iter : int — EM maps (each SQUAREM cycle counts its three maps).
+    tol : float — the fit stops when the mean log-likelihood gains less than tol nats per sample
+        (per EM map; per L-BFGS-B iteration for the profile likelihood).
+    max_iter : int — EM maps (each SQUAREM cycle counts its three maps), or L-BFGS-B iterations.
     accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
     random_state : int, Generator or None — EM initialisation.
     blas_threads : int or None — BLAS threads during fit (threadpoolctl); None leaves them.
@@ -644,8 +645,9 @@ class FactorAnalysis(_LinearGaussian):
     W_ : array of shape (n_features, n_components) — loadings.
     mean_ : array of shape (n_features,).
     noise_variance_ : array of shape (n_features,) — psi.
-    n_iter_ : int — EM maps run.
-    loglike_ : list of float — the exact mean log-likelihood per sample after every map.
+    n_iter_ : int — EM maps, or L-BFGS-B iterations (profile likelihood).
+    loglike_ : list of float — the exact mean log-likelihood per sample after every map or
+        accepted iteration (monotone).
     components_ : array of shape (n_components, n_features) — W_.T (scikit-learn's layout).
     n_features_in_ : int.
     """

@@ -263,8 +263,8 @@ def _ol_fsoftplus(a):
 
 
 # --- e^x - 1 and e^x - 1 - x without cancellation near 0 (the KL term and its gradient) -------
-# For |x| < 1 a Taylor series (Horner, 20 terms: the first omitted term is below 2^-60 of the
-# result), else the exp: e^x - 1 - x has no cancellation there (it is > 0.36 |x|), and the exp's
+# For |x| < 1 a Taylor series (Horner; 20 terms in float64, 11 in float32: the first omitted
+# term is below 2^-60, resp. 2^-28, of the result), else the exp: e^x - 1 - x has no cancellation there (it is > 0.36 |x|), and the exp's
 # <= 2.5 ulp carry over. Both branches are computed and one is selected, so loops vectorise.
 _EXPM1_N = 20
 _INV_FACT = tuple(1.0 / math.factorial(k) for k in range(_EXPM1_N + 3))
@@ -281,20 +281,19 @@ def fexpm1mx(x):
 
 
 def _series_impl(F, exp_nonan, start):
-    """x^start * sum_k x^k / (k + start)! by Horner (start = 1: e^x - 1; start = 2: minus x)."""
-    c = tuple(F(_INV_FACT[k + start]) for k in range(_EXPM1_N))
-    top, rest = c[-1], tuple(reversed(c[:-1]))  # Horner from the highest power down
-    one = F(1.0)
-
-    def impl(x):
-        p = top
-        for k in rest:
-            p = p * x + k
-        series = p * x if start == 1 else p * x * x
-        big = exp_nonan(x) - one if start == 1 else exp_nonan(x) - one - x
-        r = series if abs(x) < one else big
-        return r if x == x else x
-    return impl
+    """x^start * sum_k x^k / (k + start)! by Horner (start = 1: e^x - 1; start = 2: minus x),
+    written out as straight-line code (a loop over a tuple of coefficients compiled to a
+    tuple lookup per term and ran 80x slower), then the exp branch and the select."""
+    n = _EXPM1_N if F is np.float64 else 11
+    names = {f"c{k}": F(_INV_FACT[k + start]) for k in range(n)}
+    names.update(one=F(1.0), exp_nonan=exp_nonan)
+    body = [f"    p = c{n - 1}"] + [f"    p = p * x + c{k}" for k in range(n - 2, -1, -1)]
+    tail = ("    series = p * x\n    big = exp_nonan(x) - one\n" if start == 1 else
+            "    series = p * x * x\n    big = exp_nonan(x) - one - x\n")
+    src = ("def impl(x):\n" + "\n".join(body) + "\n" + tail +
+           "    r = series if abs(x) < one else big\n    return r if x == x else x\n")
+    exec(compile(src, f"<fexpm1 series, start {start}>", "exec"), names)
+    return names["impl"]
 
 
 @overload(fexpm1, inline="always")

@@ -1,9 +1,12 @@
 """E-step strategies for the continuous mixture p(x | w) = ∫ p(x | t, w) N(t | 0, I) dt behind one
-interface (``strategies``), and the harness that runs them side by side (``harness``)."""
+interface (``strategies``), the harness that runs them side by side (``harness``), and the
+proposal-free held-out estimators: AIS and bidirectional Monte Carlo (``ais``)."""
 
+from .ais import AISResult, ais_log_likelihood, bdmc_bounds, sigmoid_schedule
 from .harness import RunResult, heldout_loglik, run_strategy
 from .strategies import (IWAE, MCMC, STRATEGIES, Amortized, Exact, MeanField, Strategy,
                          make_strategy)
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized",
-           "IWAE", "RunResult", "run_strategy", "heldout_loglik"]
+           "IWAE", "RunResult", "run_strategy", "heldout_loglik", "ais_log_likelihood",
+           "bdmc_bounds", "AISResult", "sigmoid_schedule"]

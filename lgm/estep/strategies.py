@@ -10,10 +10,11 @@ fused kernels through :meth:`lgm.vae.VAE.decoder_grad`.
 ================  =================================================================================
 ``exact``         Linear decoders only: the posterior is Gaussian; full-batch EM (Tipping & Bishop
                   1999, App. B), the same update as :class:`lgm.PPCA` / :class:`lgm.FactorAnalysis`.
-``mcmc``          MCMC-EM: MALA (Roberts & Tweedie 1996) on log p(x, t | w) with persistent chains
+``mcmc``          MCMC-EM: MALA (Roberts & Tweedie 1996) or HMC (``transition="hmc"``) on
+                  log p(x, t | w) with persistent chains
                   per data point (warm starts across iterations), M chains per point, per-point
-                  step sizes adapted towards acceptance 0.574 (Roberts & Rosenthal 1998),
-                  log eps += 0.5 (rate - 0.574) after every move, throughout (adaptive MCMC:
+                  step sizes adapted towards acceptance 0.574 for MALA (Roberts & Rosenthal
+                  1998), 0.65 for HMC, log eps += 0.5 (rate - target) after every move (adaptive MCMC:
                   standard in MCMC-EM, where the target moves with w anyway).
                   Memory: N x M x d chain states + N step sizes.
 ``meanfield``     Variational EM with a Gaussian q_i(t) = N(m_i, diag s_i²) per data point, kept
@@ -132,16 +133,25 @@ class IWAE(Strategy):
 
 
 class MCMC(Strategy):
-    """MALA with persistent per-point chains and per-point adapted step sizes."""
+    """MCMC-EM with persistent per-point chains and per-point adapted step sizes. The transition
+    is MALA (``transition="mala"``, target acceptance 0.574; Roberts & Rosenthal 1998) or HMC
+    (``transition="hmc"``, ``n_leapfrog`` leapfrog steps, target acceptance 0.65; Neal 2011, as
+    in Hoffman 2017's MCMC-EM for VAE decoders)."""
 
     name = "mcmc"
-    TARGET = 0.574
+    TARGETS = {"mala": 0.574, "hmc": 0.65}
 
     def __init__(self, lr=1e-3, seed=0, n_chains=2, n_steps=3, adapt=0.5, eval_burn=60,
-                 eval_collect=40):
+                 eval_collect=40, transition="mala", n_leapfrog=5):
         super().__init__(lr, seed)
+        if transition not in self.TARGETS:
+            raise ValueError(f"MCMC: expected transition 'mala' or 'hmc', got {transition!r}")
+        if isinstance(n_leapfrog, bool) or int(n_leapfrog) != n_leapfrog or n_leapfrog < 1:
+            raise ValueError(f"MCMC: expected n_leapfrog to be a positive int, got {n_leapfrog!r}")
         self.M, self.n_steps, self.adapt = n_chains, n_steps, adapt
         self.eval_burn, self.eval_collect = eval_burn, eval_collect
+        self.transition, self.n_leapfrog = transition, int(n_leapfrog)
+        self.TARGET = self.TARGETS[transition]
 
     def setup(self, model, X):
         super().setup(model, X)
@@ -161,6 +171,39 @@ class MCMC(Strategy):
         S, B, _ = t.shape
         lp, dt = model.decoder_grad(x, t, xp.ones((S, B), x.dtype), params=False)
         return lp - 0.5 * (t * t).sum(-1), dt - t
+
+    def _move(self, model, x, t, log_eps, n_steps, adapt=True):
+        """n_steps transitions of the chains t (M, B, d); returns (t, log_eps, acceptance)."""
+        move = self._hmc if self.transition == "hmc" else self._mala
+        return move(model, x, t, log_eps, n_steps, adapt)
+
+    def _hmc(self, model, x, t, log_eps, n_steps, adapt=True):
+        """n_steps HMC transitions (n_leapfrog leapfrog steps each, a fresh Gaussian momentum)."""
+        xp = backend_of(x).xp
+        F = x.dtype.type
+        lj, g = self._log_joint(model, x, t)
+        acc_tot = 0.0
+        for _ in range(n_steps):
+            eps = xp.exp(log_eps)[None, :, None]  # 1, B, 1
+            p = xp.asarray(self.rng.standard_normal(t.shape).astype(x.dtype))
+            p1 = p + F(0.5) * eps * g
+            t1 = t
+            for step in range(self.n_leapfrog):
+                t1 = t1 + eps * p1
+                lj1, g1 = self._log_joint(model, x, t1)
+                p1 = p1 + (eps if step < self.n_leapfrog - 1 else F(0.5) * eps) * g1
+            log_alpha = (lj1 - F(0.5) * (p1 * p1).sum(-1)) - (lj - F(0.5) * (p * p).sum(-1))
+            u = xp.asarray(self.rng.random(log_alpha.shape).astype(x.dtype))
+            with np.errstate(invalid="ignore"):
+                accept = xp.log(u) < log_alpha  # NaN proposals are rejected
+            t = xp.where(accept[..., None], t1, t)
+            g = xp.where(accept[..., None], g1, g)
+            lj = xp.where(accept, lj1, lj)
+            rate = accept.mean(axis=0)  # B
+            if adapt:
+                log_eps = log_eps + F(self.adapt) * (rate.astype(x.dtype) - F(self.TARGET))
+            acc_tot += float(rate.mean())
+        return t, log_eps, acc_tot / max(n_steps, 1)
 
     def _mala(self, model, x, t, log_eps, n_steps, adapt=True):
         """n_steps MALA moves of the chains t (M, B, d); returns (t, log_eps, acceptance rate)."""
@@ -191,7 +234,7 @@ class MCMC(Strategy):
 
     def iteration(self, model, X, idx):
         x = X[idx]
-        t, le, acc = self._mala(model, x, self.chains[:, idx], self.log_eps[idx], self.n_steps)
+        t, le, acc = self._move(model, x, self.chains[:, idx], self.log_eps[idx], self.n_steps)
         self.chains[:, idx] = t
         self.log_eps[idx] = le
         self.acc_sum += acc
@@ -209,11 +252,11 @@ class MCMC(Strategy):
         for i in range(0, X.shape[0], batch):
             x = X[i:i + batch]
             t, le = self._init_state(model, x.shape[0])
-            t, le, _ = self._mala(model, x, t, le, n_burn)
+            t, le, _ = self._move(model, x, t, le, n_burn)
             s1 = xp.zeros_like(t[0])
             s2 = xp.zeros_like(t[0])
             for _ in range(n_collect):
-                t, le, _ = self._mala(model, x, t, le, 1)
+                t, le, _ = self._move(model, x, t, le, 1)
                 s1 += t.sum(0)
                 s2 += (t * t).sum(0)
             n = n_collect * self.M

@@ -81,6 +81,13 @@ class VAE:
         """log of the Gaussian decoder's variance floor (None for a Bernoulli decoder)."""
         return getattr(self.head, "log_var_floor", None)
 
+    def copy(self):
+        """An independent model with the same architecture and parameters (same device)."""
+        twin = _build(self.spec)
+        twin.params.to(self.params.backend.xp)
+        twin.params.data[...] = self.params.data
+        return twin
+
     def to(self, device):
         """Move the parameters to "cpu" (numpy) or "gpu" (cupy); returns self. Data passed to
         the model must then live on the same device."""

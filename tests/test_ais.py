@@ -64,3 +64,19 @@ def test_ais_float32_and_bad_input():
         ais_log_likelihood(m, X, step_size=-1.0)
     b = sigmoid_schedule(10)
     assert b[0] == 0.0 and b[-1] == 1.0 and np.all(np.diff(b) > 0)
+
+
+def test_inference_gaps_on_a_linear_decoder():
+    """With a PPCA decoder whose posterior is a diagonal Gaussian the approximation gap is 0 (up
+    to Monte Carlo noise); an untrained linear encoder leaves a positive amortization gap."""
+    from lgm.estep import inference_gaps
+
+    m, X, _ = _simulated(N=30, seed=4)
+    g = inference_gaps(m, X, ais_kw=dict(n_temps=800, n_chains=32), q_steps=1500, q_lr=0.02,
+                       q_samples=16, elbo_samples=400)
+    exact = float(np.mean(m.exact_log_likelihood(X)))
+    assert abs(g.log_px - exact) < 0.05
+    assert abs(exact - g.elbo_optimal) < 0.05, g  # q* is the posterior itself
+    assert abs(g.approximation_gap) < 0.08, g  # both estimates' noise
+    assert g.amortization_gap > 1.0, g  # the encoder was never trained
+    assert g.elbo_optimal <= exact + 0.02  # an ELBO is a lower bound

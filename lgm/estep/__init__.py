@@ -3,10 +3,11 @@ interface (``strategies``), the harness that runs them side by side (``harness``
 proposal-free held-out estimators: AIS and bidirectional Monte Carlo (``ais``)."""
 
 from .ais import AISResult, ais_log_likelihood, bdmc_bounds, sigmoid_schedule
+from .gaps import InferenceGaps, inference_gaps
 from .harness import RunResult, heldout_loglik, run_strategy
 from .strategies import (IWAE, MCMC, STRATEGIES, Amortized, Exact, MeanField, Strategy,
                          make_strategy)
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized",
            "IWAE", "RunResult", "run_strategy", "heldout_loglik", "ais_log_likelihood",
-           "bdmc_bounds", "AISResult", "sigmoid_schedule"]
+           "bdmc_bounds", "AISResult", "sigmoid_schedule", "inference_gaps", "InferenceGaps"]

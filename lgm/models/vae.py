@@ -324,11 +324,14 @@ class VAE:
         return out
 
     @_model_work
-    def elbo(self, x, n_samples=1, seed=0):
-        """Monte Carlo ELBO per row (closed-form KL), shape (N,)."""
-        self._check_x(x, "elbo")
+    def elbo(self, x, n_samples=1, seed=0, proposal=None):
+        """Monte Carlo ELBO per row (closed-form KL), shape (N,), of the encoder's q(t | x) or of
+        ``proposal`` = (mu_t, logvar_t), arrays (N, d) (e.g. a per-point Gaussian)."""
+        xp = self._check_x(x, "elbo")
         rng = np.random.default_rng(seed)
-        mu_t, lv_t, _, _, dec, _, _ = self._sample(x, rng, n_samples)
+        if proposal is not None:
+            proposal = tuple(xp.ascontiguousarray(a) for a in proposal)
+        mu_t, lv_t, _, _, dec, _, _ = self._sample(x, rng, n_samples, proposal)
         lp = self.head.loglik(x, dec, n_samples, x.shape[0])
         return lp.mean(axis=0) - ops.kl_diag_std_normal(mu_t, lv_t)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ops import backend_of, logsumexp
+from .mcmc import hmc_step
 
 __all__ = ["ais_log_likelihood", "bdmc_bounds", "sigmoid_schedule", "AISResult"]
 
@@ -60,34 +61,23 @@ def _anneal(model, x, t, betas, rng, n_leapfrog, step0):
     (log-weights (S, B), t, mean acceptance)."""
     xp = backend_of(x).xp
     F = x.dtype.type
-    S, B, d = t.shape
+    B = t.shape[1]
     log_eps = xp.full(B, math.log(step0), x.dtype)
-    log_w = xp.zeros((S, B), x.dtype)
+    log_w = xp.zeros(t.shape[:2], x.dtype)
     acc_tot, n_moves = 0.0, 0
     lp, glp = _loglik(model, x, t)
-
-    def f_of(b, t, lp):  # f_b up to the prior's constant, which cancels in every ratio
-        return F(-0.5) * (t * t).sum(-1) + F(b) * lp
-
     for k in range(1, len(betas)):
         b0, b1 = float(betas[k - 1]), float(betas[k])
         log_w += F(b1 - b0) * lp
+
+        def log_f(t, b1=b1):  # f_b1 up to the prior's constant (it cancels), its gradient
+            lp, glp = _loglik(model, x, t)
+            return F(-0.5) * (t * t).sum(-1) + F(b1) * lp, F(b1) * glp - t, (lp, glp)
+
+        f = F(-0.5) * (t * t).sum(-1) + F(b1) * lp
         eps = xp.exp(log_eps)[None, :, None]  # 1, B, 1
-        p = xp.asarray(rng.standard_normal(t.shape).astype(x.dtype))
-        p1 = p + F(0.5) * eps * (F(b1) * glp - t)
-        t1, lp1, glp1 = t, lp, glp
-        for step in range(n_leapfrog):
-            t1 = t1 + eps * p1
-            lp1, glp1 = _loglik(model, x, t1)
-            g1 = F(b1) * glp1 - t1
-            p1 = p1 + (eps if step < n_leapfrog - 1 else F(0.5) * eps) * g1
-        log_a = (f_of(b1, t1, lp1) - F(0.5) * (p1 * p1).sum(-1)) - (f_of(b1, t, lp) - F(0.5) * (p * p).sum(-1))
-        u = xp.asarray(rng.random(log_a.shape).astype(x.dtype))
-        with np.errstate(invalid="ignore"):
-            accept = xp.log(u) < log_a  # NaN proposals are rejected
-        t = xp.where(accept[..., None], t1, t)
-        lp = xp.where(accept, lp1, lp)
-        glp = xp.where(accept[..., None], glp1, glp)
+        t, _, _, (lp, glp), accept = hmc_step(rng, log_f, t, f, F(b1) * glp - t, eps, n_leapfrog,
+                                              (lp, glp))
         rate = accept.mean(axis=0)
         log_eps = log_eps + F(0.5) * (rate.astype(x.dtype) - F(TARGET_ACCEPT))
         acc_tot += float(rate.mean())

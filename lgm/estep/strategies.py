@@ -40,6 +40,7 @@ import numpy as np
 from ..models.linear import CompleteData, em_step
 from ..models.nn import Adam
 from ..ops import backend_of
+from .mcmc import hmc_step, mh_accept
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized",
            "IWAE"]
@@ -178,32 +179,28 @@ class MCMC(Strategy):
         return move(model, x, t, log_eps, n_steps, adapt)
 
     def _hmc(self, model, x, t, log_eps, n_steps, adapt=True):
-        """n_steps HMC transitions (n_leapfrog leapfrog steps each, a fresh Gaussian momentum)."""
+        """n_steps HMC transitions (n_leapfrog leapfrog steps each) of the chains t (M, B, d)."""
         xp = backend_of(x).xp
-        F = x.dtype.type
-        lj, g = self._log_joint(model, x, t)
+
+        def log_f(t):
+            lj, g = self._log_joint(model, x, t)
+            return lj, g, ()
+
+        lj, g, _ = log_f(t)
         acc_tot = 0.0
         for _ in range(n_steps):
             eps = xp.exp(log_eps)[None, :, None]  # 1, B, 1
-            p = xp.asarray(self.rng.standard_normal(t.shape).astype(x.dtype))
-            p1 = p + F(0.5) * eps * g
-            t1 = t
-            for step in range(self.n_leapfrog):
-                t1 = t1 + eps * p1
-                lj1, g1 = self._log_joint(model, x, t1)
-                p1 = p1 + (eps if step < self.n_leapfrog - 1 else F(0.5) * eps) * g1
-            log_alpha = (lj1 - F(0.5) * (p1 * p1).sum(-1)) - (lj - F(0.5) * (p * p).sum(-1))
-            u = xp.asarray(self.rng.random(log_alpha.shape).astype(x.dtype))
-            with np.errstate(invalid="ignore"):
-                accept = xp.log(u) < log_alpha  # NaN proposals are rejected
-            t = xp.where(accept[..., None], t1, t)
-            g = xp.where(accept[..., None], g1, g)
-            lj = xp.where(accept, lj1, lj)
-            rate = accept.mean(axis=0)  # B
-            if adapt:
-                log_eps = log_eps + F(self.adapt) * (rate.astype(x.dtype) - F(self.TARGET))
-            acc_tot += float(rate.mean())
+            t, lj, g, _, accept = hmc_step(self.rng, log_f, t, lj, g, eps, self.n_leapfrog)
+            log_eps, acc_tot = self._adapt(x, accept, log_eps, adapt, acc_tot)
         return t, log_eps, acc_tot / max(n_steps, 1)
+
+    def _adapt(self, x, accept, log_eps, adapt, acc_tot):
+        """Per-point step sizes towards the target acceptance (log eps += adapt (rate - target))."""
+        F = x.dtype.type
+        rate = accept.mean(axis=0)  # B
+        if adapt:
+            log_eps = log_eps + F(self.adapt) * (rate.astype(x.dtype) - F(self.TARGET))
+        return log_eps, acc_tot + float(rate.mean())
 
     def _mala(self, model, x, t, log_eps, n_steps, adapt=True):
         """n_steps MALA moves of the chains t (M, B, d); returns (t, log_eps, acceptance rate)."""
@@ -220,16 +217,8 @@ class MCMC(Strategy):
             fwd = ((t1 - t - h * g) ** 2).sum(-1)
             bwd = ((t - t1 - h * g1) ** 2).sum(-1)
             log_alpha = lj1 - lj + (fwd - bwd) / (F(4) * h[..., 0])
-            u = xp.asarray(self.rng.random(log_alpha.shape).astype(x.dtype))
-            with np.errstate(invalid="ignore"):
-                accept = xp.log(u) < log_alpha  # NaN proposals are rejected
-            t = xp.where(accept[..., None], t1, t)
-            g = xp.where(accept[..., None], g1, g)
-            lj = xp.where(accept, lj1, lj)
-            rate = accept.mean(axis=0)  # B
-            if adapt:
-                log_eps = log_eps + F(self.adapt) * (rate.astype(x.dtype) - F(self.TARGET))
-            acc_tot += float(rate.mean())
+            (t, g, lj), accept = mh_accept(self.rng, log_alpha, (t, g, lj), (t1, g1, lj1))
+            log_eps, acc_tot = self._adapt(x, accept, log_eps, adapt, acc_tot)
         return t, log_eps, acc_tot / max(n_steps, 1)
 
     def iteration(self, model, X, idx):

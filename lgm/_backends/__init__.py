@@ -21,9 +21,9 @@ Threading policy (CPU): model work alternates BLAS calls (OpenBLAS's own pool, w
 keep spinning for a while after each call) with small elementwise Numba kernels. A parallel Numba
 region started while those workers spin fights them for the cores: on 2 cores training steps
 were 3-7x slower, measured. Inside ``threads()`` lgm's Numba kernels run on one thread
-(thread-local, restored on exit). The model layer enters it once per unit of work: the training
-loop, and each public evaluation entry point. The kernels API called directly (outside model
-work) keeps Numba's threads. On the GPU ``threads()`` does nothing.
+(thread-local, restored on exit). It is entered by the VAE's public compute methods (one
+decorator) and by ``lowrank_gaussian_logpdf`` around its row passes; the kernels API called
+directly keeps Numba's threads. On the GPU ``threads()`` does nothing.
 
 Naming, one name per idea on both sides of the line: D the data dimension, d the latent
 dimension, S the number of samples (importance samples, Monte Carlo samples, chains' draws), B
@@ -122,12 +122,7 @@ def backend_of(*arrays, fname="lgm"):
     if len(names) > 1:
         raise TypeError(f"{fname}: expected all arrays on one device, got a mix of numpy and cupy; "
                         "move them with cupy.asarray(...) or cupy.asnumpy(...)")
-    name = names.pop() if names else "numpy"
-    hit = _BACKENDS.get(name)
-    if hit is None:
-        hit = _BACKENDS[name] = _cpu() if name == "numpy" else _gpu(fname)
-    return hit
-
+    return _named(names.pop() if names else "numpy", fname)
 
 
 def backend_for(device):
@@ -135,10 +130,14 @@ def backend_for(device):
     of that device exists yet)."""
     if device not in ("cpu", "gpu"):
         raise ValueError(f"expected device 'cpu' or 'gpu', got {device!r}")
-    name = "numpy" if device == "cpu" else "cupy"
+    return _named("numpy" if device == "cpu" else "cupy", f"device {device!r}")
+
+
+def _named(name, fname):
+    """The cached Backend for an array-module name, made on first use."""
     hit = _BACKENDS.get(name)
     if hit is None:
-        hit = _BACKENDS[name] = _cpu() if name == "numpy" else _gpu(f"device {device!r}")
+        hit = _BACKENDS[name] = _cpu() if name == "numpy" else _gpu(fname)
     return hit
 
 

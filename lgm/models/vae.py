@@ -114,6 +114,21 @@ class VAE:
                              f"[{float(x.min()):g}, {float(x.max()):g}]")
         return be.xp
 
+    def _check_proposal(self, x, proposal, fname):
+        """A proposal (mu_t, logvar_t) for the rows x: each (N, d) of x's dtype, returned
+        C-contiguous (None passes through: the encoder)."""
+        if proposal is None:
+            return None
+        xp = backend_of(x).xp
+        out = []
+        for n, a in zip(("proposal mean", "proposal logvar"), proposal):
+            if getattr(a, "shape", None) != (x.shape[0], self.latent_dim) or a.dtype != x.dtype:
+                raise ValueError(f"{fname}: expected {n} of shape {(x.shape[0], self.latent_dim)} "
+                                 f"and dtype {x.dtype}, got {getattr(a, 'shape', None)} "
+                                 f"{getattr(a, 'dtype', None)}")
+            out.append(xp.ascontiguousarray(a))
+        return tuple(out)
+
     # --- networks -----------------------------------------------------------------------------
     def encode(self, x):
         """q(t | x) for rows x (N, D): (mu_t, logvar_t, cache), each (N, d) contiguous."""
@@ -292,13 +307,7 @@ class VAE:
         xp = self._check_x(x, fname)
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
-        if proposal is not None:
-            mu_p, lv_p = proposal
-            for n, a in (("proposal mean", mu_p), ("proposal logvar", lv_p)):
-                if getattr(a, "shape", None) != (x.shape[0], self.latent_dim) or a.dtype != x.dtype:
-                    raise ValueError(f"{fname}: expected {n} of shape {(x.shape[0], self.latent_dim)} "
-                                     f"and dtype {x.dtype}, got {getattr(a, 'shape', None)} "
-                                     f"{getattr(a, 'dtype', None)}")
+        proposal = self._check_proposal(x, proposal, fname)
         rng = np.random.default_rng(seed)
         N = x.shape[0]
         out = xp.empty(N, x.dtype)
@@ -310,8 +319,7 @@ class VAE:
             if proposal is None:
                 prop = self.encode(xb)[:2]
             else:
-                prop = (xp.ascontiguousarray(proposal[0][i:i + B]),
-                        xp.ascontiguousarray(proposal[1][i:i + B]))
+                prop = (proposal[0][i:i + B], proposal[1][i:i + B])  # row slices: contiguous
             lse = xp.full(B, -np.inf, x.dtype)
             for s0 in range(0, n_samples, chunk):
                 S = min(chunk, n_samples - s0)
@@ -327,10 +335,9 @@ class VAE:
     def elbo(self, x, n_samples=1, seed=0, proposal=None):
         """Monte Carlo ELBO per row (closed-form KL), shape (N,), of the encoder's q(t | x) or of
         ``proposal`` = (mu_t, logvar_t), arrays (N, d) (e.g. a per-point Gaussian)."""
-        xp = self._check_x(x, "elbo")
+        self._check_x(x, "elbo")
+        proposal = self._check_proposal(x, proposal, "elbo")
         rng = np.random.default_rng(seed)
-        if proposal is not None:
-            proposal = tuple(xp.ascontiguousarray(a) for a in proposal)
         mu_t, lv_t, _, _, dec, _, _ = self._sample(x, rng, n_samples, proposal)
         lp = self.head.loglik(x, dec, n_samples, x.shape[0])
         return lp.mean(axis=0) - ops.kl_diag_std_normal(mu_t, lv_t)

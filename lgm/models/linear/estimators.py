@@ -224,14 +224,23 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
                       tol=self.tol, max_iter=self.max_iter, accelerate=self.accelerate,
                       name=type(self).__name__)
 
-    def _em(self, X, q):
+    @staticmethod
+    def _nan_mask(X):
+        """The NaN mask of a numpy or cupy X that has missing values, else None (also for dask,
+        whose values are checked chunk by chunk). One pass over X, made once per fit."""
+        if is_dask(X):
+            return None
+        nan = backend_of(X).xp.isnan(X)
+        return nan if bool(nan.any()) else None
+
+    def _em(self, X, q, nan):
         """EM on complete data (the fast path: mean fixed at the sample mean, which is its ML
-        value) or, when X has NaN, on the observed entries only (mean estimated jointly)."""
+        value) or, when X has NaN (``nan``: its mask from _nan_mask), on the observed entries
+        only (mean estimated jointly)."""
         if is_dask(X):
             source = DaskData(X)
         else:
-            nan = backend_of(X).xp.isnan(X)
-            source = CompleteData(X) if not bool(nan.any()) else MissingData(X, nan)
+            source = CompleteData(X) if nan is None else MissingData(X, nan)
         if isinstance(source, MissingData):
             W0, psi0 = self._init(source.var, source.D, q)
             self._floor = self._noise_floor(source.var)
@@ -547,15 +556,15 @@ class PPCA(_LinearGaussian):
         q = self._check_params(N, D)
         if self.method not in ("closed_form", "em"):
             raise ValueError(f"method must be 'closed_form' or 'em', got {self.method!r}")
-        missing = not is_dask(X) and bool(backend_of(X).xp.isnan(X).any())
-        if self.method == "closed_form" and not missing:
+        nan = self._nan_mask(X)
+        if self.method == "closed_form" and nan is None:
             st = DaskData(X) if is_dask(X) else CompleteData(X, stats=False)
             W, s2, loglik = self._closed_form(st, q)
             psi = np.full(D, s2)
             # n_iter_ = 1: one eigendecomposition (scikit-learn expects n_iter_ >= 1)
             self._set_fitted(st.mean, W, psi, 1, [loglik], X.dtype)
             return self
-        W, psi, mean, n_iter, hist = self._em(X, q)
+        W, psi, mean, n_iter, hist = self._em(X, q, nan)
         self._set_fitted(mean, self._orient(W, psi), psi, n_iter, hist, X.dtype)
         return self
 
@@ -670,20 +679,21 @@ class FactorAnalysis(_LinearGaussian):
         X = self._validate(X, reset=True)
         N, D = X.shape
         q = self._check_params(N, D)
-        complete = not is_dask(X) and not bool(backend_of(X).xp.isnan(X).any())
+        nan = self._nan_mask(X)
+        complete = nan is None and not is_dask(X)
         if self.method == "profile" and not complete:
             raise ValueError("method='profile' needs complete numpy or cupy data (no NaN, not "
                              "dask): use method='em' or 'auto'")
         if self.method == "profile" or (self.method == "auto" and complete and D <= self.PROFILE_MAX_D):
-            src = CompleteData(X)
-            var = src.colsq / src.N
+            mean = CompleteData(X, stats=False).mean
+            S = centred_gram(X, mean) / N
+            var = np.diag(S).copy()  # the feature variances: no second pass over X
             self._floor = floor = self._noise_floor(var)
-            W, psi, n_iter, hist = fit_profile(
-                centred_gram(X, src.mean) / src.N, q, np.maximum(var, SMALL), floor=floor,
-                tol=self.tol, max_iter=self.max_iter, name=type(self).__name__)
-            mean = src.mean
+            W, psi, n_iter, hist = fit_profile(S, q, np.maximum(var, SMALL), floor=floor,
+                                               tol=self.tol, max_iter=self.max_iter,
+                                               name=type(self).__name__)
         else:
-            W, psi, mean, n_iter, hist = self._em(X, q)
+            W, psi, mean, n_iter, hist = self._em(X, q, nan)
         W = self._orient(W, psi)
         if self.rotation is not None and q > 1:
             W = ortho_rotation(W, self.rotation)

@@ -67,22 +67,28 @@ def fit_profile(S, q, psi0, *, floor, tol, max_iter, name):
     from .em import ConvergenceWarning
 
     diagS = np.diag(S).copy()
-    last = {}
+    cache = {}  # one eigendecomposition per distinct point: L-BFGS-B, the callback and the end ask again
+
+    def evaluate(theta):
+        """(loglik, its gradient in log psi, W) at psi = e^theta."""
+        key = theta.tobytes()
+        hit = cache.get(key)
+        if hit is None:
+            psi = np.exp(theta)
+            W, ll = profile_loadings(S, psi, q)
+            hit = cache[key] = (ll, (diagS - (W * W).sum(axis=1) - psi) / (2.0 * psi), W)
+        return hit
 
     def f(theta):
-        psi = np.exp(theta)
-        W, ll = profile_loadings(S, psi, q)
-        grad = (diagS - (W * W).sum(axis=1) - psi) / (2.0 * psi)
-        last[theta.tobytes()] = ll
+        ll, grad, _ = evaluate(theta)
         return -ll, -grad
 
     theta0 = np.log(np.maximum(psi0, floor))
-    ll0 = -f(theta0)[0]
+    ll0 = evaluate(theta0)[0]
     history = [ll0]
 
     def record(theta):
-        ll = last.get(theta.tobytes())
-        history.append(ll if ll is not None else -f(theta)[0])
+        history.append(evaluate(theta)[0])
 
     # ftol is relative in L-BFGS-B: tol nats per sample at the scale of the log-likelihood
     res = minimize(f, theta0, jac=True, method="L-BFGS-B", callback=record,
@@ -90,7 +96,7 @@ def fit_profile(S, q, psi0, *, floor, tol, max_iter, name):
                    options=dict(maxiter=max_iter, maxcor=30, gtol=1e-12,
                                 ftol=tol / max(abs(ll0), 1.0)))
     psi = np.exp(res.x)
-    W, ll = profile_loadings(S, psi, q)
+    ll, _, W = evaluate(res.x)
     if not history or ll > history[-1]:
         history.append(ll)
     if res.status == 1:  # the iteration limit

@@ -26,6 +26,11 @@ from ._backends import backend_of, module_name
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_dask(X):
+    """Whether X is a dask collection (checked by module name: dask is not imported here)."""
+    return type(X).__module__.split(".", 1)[0] == "dask"
+
+
 def check_floats(fname, **arrays):
     """Validate dtypes and array modules; return (Backend, dtype, dict of arrays).
 

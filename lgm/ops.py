@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ._backends import Backend, backend_for, backend_of, gpu_info, module_name
-from ._validate import RowOperands, broadcast_lead, check_floats
+from ._validate import RowOperands, broadcast_lead, check_floats, is_dask
 
 __all__ = [
     "diag_gaussian_logpdf",
@@ -36,6 +36,7 @@ __all__ = [
     "im2col",
     "col2im",
     "backend_of",
+    "is_dask",
     "Backend",
     "backend_for",
     "device_info",

@@ -24,7 +24,7 @@ def test_mala_samples_the_exact_posterior():
     x = np.random.default_rng(1).standard_normal((20, 8)) + mu
     st = MCMC(seed=0, n_chains=50)
     st.rng = np.random.default_rng(0)
-    t, le = st._init_state(m, 20)
+    t, le = st._init_state(m, x)
     t, le, _ = st._mala(m, x, t, le, 300)  # burn-in with adaptation
     samples, rates = [], []
     for _ in range(300):
@@ -101,7 +101,7 @@ def test_hmc_samples_the_exact_posterior():
     x = np.random.default_rng(3).standard_normal((10, 8)) + mu
     st = MCMC(seed=0, n_chains=20, transition="hmc", n_leapfrog=4)
     st.rng = np.random.default_rng(0)
-    t, le = st._init_state(m, 10)
+    t, le = st._init_state(m, x)
     t, le, _ = st._move(m, x, t, le, 100)  # burn-in with adaptation
     draws, rates = [], []
     for _ in range(400):

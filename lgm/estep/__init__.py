@@ -4,10 +4,12 @@ proposal-free held-out estimators: AIS and bidirectional Monte Carlo (``ais``)."
 
 from .ais import AISResult, ais_log_likelihood, bdmc_bounds, sigmoid_schedule
 from .gaps import InferenceGaps, inference_gaps
-from .harness import RunResult, heldout_loglik, run_strategy
+from .harness import (FLAT_NATS, RunResult, heldout_loglik, last_doubling_gain, run_strategy,
+                      time_grid)
 from .strategies import (IWAE, MCMC, STRATEGIES, Amortized, Exact, MeanField, Strategy,
-                         make_strategy)
+                         make_strategy, per_point_array)
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "Exact", "MCMC", "MeanField", "Amortized",
-           "IWAE", "RunResult", "run_strategy", "heldout_loglik", "ais_log_likelihood",
+           "IWAE", "per_point_array", "RunResult", "run_strategy", "time_grid",
+           "last_doubling_gain", "FLAT_NATS", "heldout_loglik", "ais_log_likelihood",
            "bdmc_bounds", "AISResult", "sigmoid_schedule", "inference_gaps", "InferenceGaps"]

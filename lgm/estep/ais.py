@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops import backend_of, logsumexp
+from ..models.vae import map_row_blocks
+from ..ops import backend_of, is_dask, logsumexp
 from .mcmc import hmc_step
 
 __all__ = ["ais_log_likelihood", "bdmc_bounds", "sigmoid_schedule", "AISResult"]
@@ -113,7 +114,17 @@ def ais_log_likelihood(model, X, *, n_chains=16, n_temps=500, n_leapfrog=5, step
     -------
     AISResult with log_px (N,), log_w (S, N) and the mean acceptance. Cost: n_temps
     (n_leapfrog + 1) decoder passes over S·N rows.
+
+    For a dask array X: log_px is a lazy dask array, one task per row-chunk on the active dask
+    scheduler (a dask.distributed cluster when a Client is active), chunk k seeded with
+    seed + 7919 k; log_w is None and acceptance NaN (they would need the chunks computed).
     """
+    if is_dask(X):
+        _check(model, X[:1].compute(), n_chains, n_temps, n_leapfrog, step_size)
+        kw = dict(n_chains=n_chains, n_temps=n_temps, n_leapfrog=n_leapfrog, step_size=step_size,
+                  batch_size=batch_size)
+        return AISResult(map_row_blocks(_ais_px, model, X, seed, "ais_log_likelihood", **kw),
+                         None, float("nan"))
     xp, betas = _check(model, X, n_chains, n_temps, n_leapfrog, step_size)
     rng = np.random.default_rng(seed)
     N, d = X.shape[0], model.latent_dim
@@ -129,6 +140,10 @@ def ais_log_likelihood(model, X, *, n_chains=16, n_temps=500, n_leapfrog=5, step
             callback(min(i + batch_size, N), N)
     log_px = logsumexp(log_w, axis=0) - X.dtype.type(math.log(n_chains))
     return AISResult(log_px, log_w, float(np.mean(accs)))
+
+
+def _ais_px(model, X, seed, **kw):
+    return ais_log_likelihood(model, X, seed=seed, **kw).log_px
 
 
 def bdmc_bounds(model, X, T, *, n_chains=16, n_temps=500, n_leapfrog=5, step_size=0.1, seed=0):

@@ -10,7 +10,31 @@ import numpy as np
 from ..models.training import minibatch_loop
 from .strategies import make_strategy
 
-__all__ = ["RunResult", "run_strategy", "heldout_loglik"]
+__all__ = ["RunResult", "run_strategy", "heldout_loglik", "time_grid", "last_doubling_gain",
+           "FLAT_NATS"]
+
+FLAT_NATS = 0.5  # a curve has flattened when it gains less than this over the last doubling
+
+
+def time_grid(budget_s, n_evals):
+    """The evaluation times shared by every strategy of an experiment: ``n_evals`` doublings
+    ending at ``budget_s`` (budget/2^(n-1), ..., budget/2, budget)."""
+    if not (budget_s > 0) or int(n_evals) != n_evals or n_evals < 1:
+        raise ValueError(f"time_grid: expected budget_s > 0 and n_evals >= 1, got {budget_s!r}, "
+                         f"{n_evals!r}")
+    return [budget_s * 2.0 ** (k - n_evals + 1) for k in range(int(n_evals))]
+
+
+def last_doubling_gain(grid, values):
+    """What a curve gained over the last doubling of its time grid: values at the last grid
+    point minus the value at half of it (linear interpolation in log time where half of it is
+    not a grid point); NaN when the grid does not reach back that far. The study calls a curve
+    flattened when this is below :data:`FLAT_NATS` (a fall counts as flattened: no gain)."""
+    g = np.log(np.asarray(grid, float))
+    v = np.asarray(values, float)
+    if len(g) < 2 or g[0] > g[-1] - np.log(2) + 1e-9:
+        return float("nan")
+    return float(v[-1] - np.interp(g[-1] - np.log(2), g, v))
 
 
 def heldout_loglik(model, strategy, X_test, n_samples=1000, seed=0):
@@ -35,7 +59,9 @@ class RunResult:
 
     strategy: str
     seed: int
-    times: list = field(default_factory=list)  # training seconds at each evaluation
+    grid: list = field(default_factory=list)  # the shared evaluation times (s of training)
+    times: list = field(default_factory=list)  # training seconds at each evaluation (>= grid)
+    epochs: list = field(default_factory=list)  # passes over the training set at each evaluation
     step_seconds: list = field(default_factory=list)  # wall time of every timed iteration
     heldout: list = field(default_factory=list)  # held-out log-likelihood (S = n_samples_curve)
     final: float = float("nan")  # held-out log-likelihood at the end (S = n_samples_final)
@@ -62,18 +88,22 @@ def _warm_up(name, model, X_train, X_test, batch_size, lr, seed, strategy_kw):
     heldout_loglik(twin, strat, X_test[:2], n_samples=2, seed=seed)
 
 
-def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, n_samples_curve=100,
-                 n_samples_final=1000, batch_size=128, lr=1e-3, seed=0, strategy_kw=None,
-                 callback=None):
+def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None,
+                 n_samples_curve=100, n_samples_final=1000, batch_size=128, lr=1e-3, seed=0,
+                 strategy_kw=None, callback=None):
     """Train ``model`` with strategy ``name`` for ``budget_s`` seconds of training time, after a
     warm-up on a throwaway copy (so that JIT compilation is not in the budget).
 
     Parameters
     ----------
     name : str — one of lgm.estep.STRATEGIES; model : lgm.vae.VAE.
-    X_train : array (N, D); X_test : array (N_test, D).
+    X_train : array (N, D) — in memory, a memory-mapped .npy (np.memmap; the per-point state of
+        mcmc and meanfield is then memory-mapped beside it) or a dask array, read by minibatch.
+    X_test : array (N_test, D), in memory.
     budget_s : float — seconds spent in training steps (evaluations are not counted).
-    n_evals : int — held-out evaluations on a geometric time grid ending at ``budget_s``.
+    n_evals : int — held-out evaluations on the time grid ``time_grid(budget_s, n_evals)``.
+    grid : list of float, optional — the evaluation times instead (the last one is the budget).
+    n_samples_final=0 skips the final score (the caller scores the model, e.g. by AIS).
     n_samples_curve, n_samples_final : int — importance samples S for the curve's points and
         for the final score.
     batch_size, lr, seed : minibatch size, Adam step size, seed; strategy_kw : dict — passed to
@@ -87,8 +117,10 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, n_samples
     _warm_up(name, model, X_train, X_test, batch_size, lr, seed, strategy_kw)
     strat = make_strategy(name, lr=lr, seed=seed, **(strategy_kw or {}))
     strat.setup(model, X_train)
-    res = RunResult(name, seed)
-    grid = [budget_s * 2.0 ** (k - n_evals + 1) for k in range(n_evals)]
+    grid = time_grid(budget_s, n_evals) if grid is None else sorted(float(g) for g in grid)
+    res = RunResult(name, seed, grid=grid)
+    N = X_train.shape[0]
+    rows_per_step = N if strat.full_batch else min(batch_size, N)
     last = [0.0]
 
     def on_step(st):
@@ -96,6 +128,7 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, n_samples
         last[0] = st.seconds
         while len(res.times) < len(grid) and st.seconds >= grid[len(res.times)]:
             res.times.append(st.seconds)
+            res.epochs.append(st.iterations * rows_per_step / N)
             res.heldout.append(heldout_loglik(model, strat, X_test, n_samples=n_samples_curve,
                                               seed=seed))
             if callback is not None:
@@ -106,8 +139,10 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, n_samples
                         batch_size=None if strat.full_batch else batch_size,
                         on_step=on_step, stop=lambda st: len(res.times) == len(grid))
     res.iterations, res.train_seconds = st.iterations, st.seconds
-    res.final = (res.heldout[-1] if model.spec["kind"] == "linear"
-                 else heldout_loglik(model, strat, X_test, n_samples=n_samples_final, seed=seed))
+    if model.spec["kind"] == "linear":
+        res.final = res.heldout[-1]
+    elif n_samples_final:
+        res.final = heldout_loglik(model, strat, X_test, n_samples=n_samples_final, seed=seed)
     res.state_bytes = strat.state_bytes()
     res.stats = strat.stats()
     return res

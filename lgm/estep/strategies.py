@@ -34,11 +34,16 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import shutil
+import tempfile
+import weakref
 
 import numpy as np
 
 from ..models.linear import CompleteData, em_step
 from ..models.nn import Adam
+from ..models.training import take_rows
 from ..ops import backend_of
 from .mcmc import hmc_step, mh_accept
 
@@ -114,7 +119,7 @@ class Amortized(Strategy):
 
     def iteration(self, model, X, idx):
         model.params.zero_grad()
-        loss = model.loss_and_grad(X[idx], self.rng, "elbo", 1)
+        loss = model.loss_and_grad(take_rows(X, idx), self.rng, "elbo", 1)
         self.opt.step()
         return float(loss)
 
@@ -128,7 +133,7 @@ class IWAE(Strategy):
 
     def iteration(self, model, X, idx):
         model.params.zero_grad()
-        loss = model.loss_and_grad(X[idx], self.rng, "iwae", self.n_samples)
+        loss = model.loss_and_grad(take_rows(X, idx), self.rng, "iwae", self.n_samples)
         self.opt.step()
         return float(loss)
 
@@ -156,14 +161,15 @@ class MCMC(Strategy):
 
     def setup(self, model, X):
         super().setup(model, X)
-        self.chains, self.log_eps = self._init_state(model, X.shape[0])
+        self.chains, self.log_eps = self._init_state(model, X)
         self.acc_sum, self.acc_n = 0.0, 0
 
-    def _init_state(self, model, N):
-        xp = backend_of(model.params.data).xp
-        d = model.latent_dim
-        chains = xp.asarray(self.rng.standard_normal((self.M, N, d)).astype(model.dtype))
-        log_eps = xp.full(N, -math.log(d) / 6, model.dtype)  # MALA scaling: eps ~ d^(-1/6)
+    def _init_state(self, model, X):
+        """Chains (M, N, d) drawn from the prior and step sizes (N,) for the rows of X (see
+        :func:`per_point_array` for where they live)."""
+        N, d = X.shape[0], model.latent_dim
+        chains = per_point_array(X, model, (self.M, N, d), rng=self.rng)
+        log_eps = per_point_array(X, model, (N,), fill=-math.log(d) / 6)  # MALA: eps ~ d^(-1/6)
         return chains, log_eps
 
     def _log_joint(self, model, x, t):
@@ -222,7 +228,7 @@ class MCMC(Strategy):
         return t, log_eps, acc_tot / max(n_steps, 1)
 
     def iteration(self, model, X, idx):
-        x = X[idx]
+        x = take_rows(X, idx)
         t, le, acc = self._move(model, x, self.chains[:, idx], self.log_eps[idx], self.n_steps)
         self.chains[:, idx] = t
         self.log_eps[idx] = le
@@ -240,7 +246,7 @@ class MCMC(Strategy):
         mus, lvs = [], []
         for i in range(0, X.shape[0], batch):
             x = X[i:i + batch]
-            t, le = self._init_state(model, x.shape[0])
+            t, le = self._init_state(model, x)
             t, le, _ = self._move(model, x, t, le, n_burn)
             s1 = xp.zeros_like(t[0])
             s2 = xp.zeros_like(t[0])
@@ -273,15 +279,15 @@ class MeanField(Strategy):
 
     def setup(self, model, X):
         super().setup(model, X)
-        self.q = self._init_q(model, X.shape[0])
+        self.q = self._init_q(model, X)
 
     @staticmethod
-    def _init_q(model, N):
-        xp = backend_of(model.params.data).xp
-        d = model.latent_dim
-        z = lambda: xp.zeros((N, d), model.dtype)  # noqa: E731
-        return {"m": z(), "lv": z(), "m1": z(), "m2": z(), "v1": z(), "v2": z(),
-                "t": xp.zeros(N, model.dtype)}
+    def _init_q(model, X):
+        """q_i = N(0, I) and zero Adam moments for the rows of X (see :func:`per_point_array`)."""
+        N, d = X.shape[0], model.latent_dim
+        q = {k: per_point_array(X, model, (N, d), fill=0.0) for k in ("m", "lv", "m1", "m2", "v1", "v2")}
+        q["t"] = per_point_array(X, model, (N,), fill=0.0)
+        return q
 
     def _update(self, model, x, q, idx, n_steps):
         """n_steps Adam steps on each point's negative ELBO in (m_i, logvar_i)."""
@@ -311,7 +317,7 @@ class MeanField(Strategy):
         return m, lv
 
     def iteration(self, model, X, idx):
-        x = X[idx]
+        x = take_rows(X, idx)
         xp = backend_of(x).xp
         m, lv = self._update(model, x, self.q, idx, self.n_inner)
         noise = xp.asarray(self.rng.standard_normal((self.S,) + m.shape).astype(x.dtype))
@@ -324,7 +330,7 @@ class MeanField(Strategy):
         """Per-point Gaussians fitted to X with the decoder fixed (``eval_steps`` Adam steps)."""
         xp = backend_of(X).xp
         n_steps = self.eval_steps
-        q = self._init_q(model, X.shape[0])
+        q = self._init_q(model, X)
         for i in range(0, X.shape[0], batch):
             idx = xp.arange(i, min(i + batch, X.shape[0]))
             self._update(model, X[idx], q, idx, n_steps)
@@ -332,6 +338,34 @@ class MeanField(Strategy):
 
     def state_bytes(self):
         return int(sum(v.nbytes for v in self.q.values()))
+
+
+def per_point_array(X, model, shape, fill=None, rng=None, chunk=65536):
+    """Per-point state of the model's dtype, whose axis 1 if ``len(shape) == 3`` else axis 0
+    runs over the N rows of X: on the model's device, or, when X is a memory-mapped file
+    (np.memmap), memory-mapped in a temporary folder beside X's file (removed when the array
+    is freed), so that state that grows with N lives where X lives. Filled with ``fill``, or
+    with standard normal draws from ``rng``, ``chunk`` rows at a time (the same draws on
+    either path)."""
+    dt = np.dtype(model.dtype)
+    xp = backend_of(model.params.data).xp
+    path = getattr(X, "filename", None) if isinstance(X, np.memmap) else None
+    if path:
+        folder = tempfile.mkdtemp(prefix=".lgm-state-", dir=os.path.dirname(os.path.abspath(path)))
+        out = np.lib.format.open_memmap(os.path.join(folder, "state.npy"), "w+", dt, tuple(shape))
+        weakref.finalize(out, shutil.rmtree, folder, True)
+    else:
+        out = xp.empty(tuple(shape), dt)
+    if rng is None:
+        out[...] = 0 if fill is None else fill
+        return out
+    axis = 1 if len(shape) == 3 else 0
+    N = shape[axis]
+    for i in range(0, N, chunk):
+        n = min(chunk, N - i)
+        block = rng.standard_normal(tuple(shape[:axis]) + (n,) + tuple(shape[axis + 1:])).astype(dt)
+        out[(slice(None),) * axis + (slice(i, i + n),)] = block if path else xp.asarray(block)
+    return out
 
 
 _CLASSES = {"exact": Exact, "mcmc": MCMC, "meanfield": MeanField, "amortized": Amortized,

@@ -3,8 +3,9 @@
     lgm demo [--quick] [--out DIR]
         The main job: PPCA/FA, a VAE and the E-step strategies on the embedded MNIST-5k; writes
         DIR/report.md and PNG pictures (never over an earlier report).
-    lgm estep-bench [--experiments ppca,mnist] [--budget S] [--seeds N] [--out DIR]
-        E-step strategies side by side under equal time budgets (table + plot).
+    lgm estep-bench [--experiments ppca,mnist,mnist-mlp,scaling] [--quick] [--budget S] [--seeds N] [--out DIR]
+        The E-step study: strategies on a shared time grid over seeds, AIS scores, inference
+        gaps, what scales with N, and a conclusion from the numbers (estep.md + pictures).
     lgm fit DATA --model {ppca,fa,vae-mlp,vae-conv} [--strategy ...] [--out model.npz]
     lgm score DATA --model-file model.npz [--samples S] [--out scores.csv]
         Fit a model to your own data (.npy, .npz, .csv, MNIST IDX) and score data with it.
@@ -78,10 +79,19 @@ def cmd_demo(args):
 
 
 def cmd_estep_bench(args):
-    from lgm.front.demo import estep_bench
+    from lgm.front.fitting import UsageError
+    from lgm.front.study import estep_bench
 
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds: expected a positive int, got {args.seeds}")
+    if args.budget is not None and not (0 < args.budget < float("inf")):
+        raise UsageError(f"--budget: expected a positive number of seconds, got {args.budget:g}")
+    if args.max_n is not None and args.max_n < 1000:
+        raise UsageError(f"--max-n: expected at least 1000, got {args.max_n}")
+    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
-                seeds=tuple(range(args.seeds)), command=args.command_line, created=args.created)
+                seeds=tuple(range(seeds)), quick=args.quick, max_n=args.max_n,
+                command=args.command_line, created=args.created)
     return 0
 
 
@@ -167,13 +177,20 @@ def parser():
     d.add_argument("--quick", action="store_true", help="about 1 minute instead of about 2")
     d.add_argument("--out", default="lgm-report", help="report folder (a new one if it exists)")
     d.set_defaults(fn=cmd_demo)
-    e = sub.add_parser("estep-bench", help="E-step strategies under equal time budgets",
+    e = sub.add_parser("estep-bench", help="the E-step study: strategies under equal time "
+                                           "budgets, AIS scores, inference gaps, what scales "
+                                           "(about an hour on 2 cores; --quick about 2 minutes)",
                        formatter_class=fmt)
-    e.add_argument("--experiments", type=lambda v: _csv("experiments", v, ("ppca", "mnist")),
-                   default=["ppca", "mnist"], help="comma-separated: ppca, mnist")
-    e.add_argument("--budget", type=float, help="training seconds per strategy (default: 5 for "
-                                                 "ppca, 30 for mnist)")
-    e.add_argument("--seeds", type=int, default=3, help="repeated runs (the spread)")
+    exps = ("ppca", "mnist-mlp", "scaling", "mnist")
+    e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),
+                   default=list(exps), help="comma-separated: " + ", ".join(exps))
+    e.add_argument("--budget", type=float, help="training seconds per strategy and seed (default: "
+                                                 "5 ppca, 30 mnist-mlp, 20 per scaling run, 60 "
+                                                 "mnist (conv); --quick: 1, 3, 2, 3)")
+    e.add_argument("--seeds", type=int, help="repeated runs (the bands): default 5, --quick 2")
+    e.add_argument("--quick", action="store_true", help="a few minutes: short budgets, small "
+                                                        "evaluations, N up to 10^4; labelled quick")
+    e.add_argument("--max-n", type=int, help="scaling: the largest N (default 10^6, --quick 10^4)")
     e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it exists)")
     e.set_defaults(fn=cmd_estep_bench)
     f = sub.add_parser("fit", help="fit a model to a data file (.npy, .npz, .csv, MNIST IDX)",

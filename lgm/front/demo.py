@@ -1,129 +1,25 @@
-"""`lgm demo` and `lgm estep-bench`: the front that runs the models on the embedded data, compares
-the E-step strategies and writes a report folder (report.md + PNG pictures)."""
+"""`lgm demo`: the main job. Runs the models on the embedded data, compares the E-step strategies
+(with lgm.front.study, the code of `lgm estep-bench`, at a smaller budget) and writes a report
+folder (report.md + PNG pictures)."""
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..io import write_atomic
 from .progress import progress_bar
-
-
-def fresh_dir(path, say=print, created=None):
-    """A new folder: ``path``, or the first of ``path-2``, ``path-3``, … that does not exist yet,
-    made with an atomic mkdir (two runs started together never share one, and an earlier
-    report, even an empty folder, is never written into); the user is told where this one goes."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    k = 1
-    while True:
-        q = p if k == 1 else Path(f"{p}-{k}")
-        try:
-            q.mkdir()
-        except FileExistsError:
-            k += 1
-            continue
-        if created is not None:
-            created.append(q)
-        if k > 1:
-            say(f"{p} already exists: keeping it, writing this report to {q}")
-        return q
-
-
-# --- the E-step comparison -------------------------------------------------------------------------
-def ppca_data(D=50, q=5, n_train=2000, n_test=1000, noise=0.5, seed=0):
-    """Data from a PPCA model (the exact log-likelihood of any linear decoder is known)."""
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((D, q))
-    mu = rng.standard_normal(D)
-    X = rng.standard_normal((n_train + n_test, q)) @ W.T + mu + noise * rng.standard_normal((n_train + n_test, D))
-    return X[:n_train], X[n_train:]
-
-
-def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, n_samples_final=1000,
-                  n_samples_curve=100, n_test=200, data=None, eval_steps=100, say=print):
-    """Run every applicable strategy for ``budget_s`` seconds of training each, per seed; write
-    the table (Markdown) and the log-likelihood-vs-time plot; return (markdown, picture name)."""
-    from . import report
-    from ..estep import run_strategy
-    from ..models.vae import conv_vae, linear_vae
-
-    if experiment == "ppca":
-        Xtr, Xte = ppca_data()
-        D, q = Xtr.shape[1], 5
-        from ..models.linear import PPCA
-
-        opt_ll = float(PPCA(q).fit(Xtr).score_samples(Xte).mean())
-        names = ("exact", "mcmc", "meanfield", "amortized", "iwae")
-        make = lambda s: linear_vae(D, q, isotropic=True, seed=s)  # noqa: E731
-        kw = dict(lr=1e-2, batch_size=128, n_samples_final=n_samples_final, n_samples_curve=n_samples_curve)
-        title = (f"PPCA data (D={D}, q={q}, {len(Xtr)} train / {len(Xte)} test): exact held-out "
-                 f"log-likelihood of the linear decoder")
-    else:
-        ds = data
-        Xtr, Xte = ds.X_train, ds.X_test[:n_test]
-        opt_ll = None
-        names = ("mcmc", "meanfield", "amortized", "iwae")
-        make = lambda s: conv_vae(ds.image_shape, latent_dim=16, seed=s)  # noqa: E731
-        kw = dict(lr=1e-3, batch_size=128, n_samples_final=n_samples_final, n_samples_curve=n_samples_curve)
-        title = (f"{ds.name} (binarised), conv decoder, d=16: held-out log-likelihood by importance "
-                 f"sampling ({n_test} test images; S={n_samples_curve} samples on the curve, S={n_samples_final} at the end)")
-    runs = {n: [] for n in names}
-    bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
-    for seed in seeds:
-        for n in names:
-            bar.set_postfix_str(f"{n}, seed {seed}")
-            skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10,
-                       eval_collect=(4 * eval_steps) // 10)
-            runs[n].append(run_strategy(n, make(seed), Xtr, Xte, budget_s=budget_s, n_evals=n_evals,
-                                        seed=seed, strategy_kw=skw, **kw))
-            bar.update(1)
-    bar.close()
-
-    def spread(vals, fmt="{:.2f}"):
-        if len(vals) == 1:
-            return fmt.format(vals[0])
-        return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
-
-    head = ["strategy", "held-out log-lik", "gap to EM optimum" if opt_ll is not None else None,
-            "iterations", "ms / iteration", "per-point state", "notes"]
-    head = [h for h in head if h]
-    lines = [f"**{title}**; {budget_s:g} s of training per strategy, seeds {list(seeds)} "
-             f"(mean ± sd over seeds).", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
-    for n, rs in runs.items():
-        finals = [r.final for r in rs]
-        row = [n, spread(finals)]
-        if opt_ll is not None:
-            row.append(spread([opt_ll - f for f in finals], "{:.3f}"))
-        row += [spread([r.iterations for r in rs], "{:.0f}"), spread([r.ms_per_iteration for r in rs], "{:.1f}"),
-                f"{rs[0].state_bytes / 1e6:.2f} MB" if rs[0].state_bytes else "none"]
-        notes = []
-        if "acceptance" in rs[0].stats:
-            notes.append("MALA acceptance " + spread([r.stats["acceptance"] for r in rs]))
-        row.append("; ".join(notes))
-        lines.append("| " + " | ".join(row) + " |")
-    if opt_ll is not None:
-        lines += ["", f"EM optimum (PPCA closed form on the training set): held-out log-likelihood "
-                      f"{opt_ll:.3f} per point."]
-    pic = report.curves({n: [(r.times, r.heldout) for r in rs] for n, rs in runs.items()},
-                        Path(out_dir) / f"estep_{experiment}.png", title,
-                        "training wall time (s)", "held-out log-likelihood (nats / point)",
-                        hline=(opt_ll, "EM optimum") if opt_ll is not None else None)
-    return "\n".join(lines), pic, runs
+from .report import fresh_dir
 
 
 # --- lgm demo --------------------------------------------------------------------------------------
 def demo(out="lgm-report", quick=False, say=print, command=None, created=None):
     from . import report
     from .data import embedded
+    from .study import compare_estep
     from ..models.linear import PPCA
     from ..models.vae import mlp_vae, train
 
@@ -219,26 +115,26 @@ def demo(out="lgm-report", quick=False, say=print, command=None, created=None):
 
     # 3-4. E-step strategies
     say("3/4 E-step strategies on PPCA data (exact held-out log-likelihood)")
-    tab, pic, _ = compare_estep("ppca", budget_s=1.0 if quick else 3.0, n_evals=4 if quick else 6,
-                                out_dir=out, say=say)
+    exp = compare_estep("ppca", budget_s=1.0 if quick else 3.0, n_evals=3 if quick else 5,
+                        out_dir=out, say=say)
     md += ["## 3. E-step strategies on data from a PPCA model", "",
            "The same linear decoder trained by each strategy for the same wall time; its exact "
            "held-out log-likelihood, and the gap to the maximum-likelihood (EM) optimum.", "",
-           tab, "", f"![log-likelihood vs time]({pic})", ""]
+           exp.md, ""]
     budget = 3.0 if quick else 15.0
     say(f"4/4 E-step strategies with the conv decoder on {ds.name} ({budget:g} s each)")
-    tab, pic, _ = compare_estep("mnist", budget_s=budget, n_evals=2 if quick else 3,
-                                out_dir=out, data=dsb, n_samples_final=100 if quick else 1000,
-                                n_samples_curve=20 if quick else 50, n_test=50 if quick else 100,
-                                eval_steps=30 if quick else 100, say=say)
+    exp = compare_estep("mnist", budget_s=budget, n_evals=2 if quick else 3, out_dir=out,
+                        data=dsb, final="iwae", n_samples_final=100 if quick else 1000,
+                        n_samples_curve=20 if quick else 50, n_test=50 if quick else 100,
+                        eval_steps=30 if quick else 100, say=say)
     md += ["## 4. E-step strategies with a convolutional decoder", "",
            "Each strategy trains the same conv decoder (and, where it has one, an encoder) for the "
            "same wall time; held-out log-likelihood by importance sampling with each strategy's best "
            "proposal: the encoder (amortized, iwae), a per-point Gaussian fitted on the test images "
            f"with the decoder fixed (meanfield, {30 if quick else 100} Adam steps), a Gaussian "
            f"moment-matched to MALA chains run on the test images (mcmc, {30 if quick else 100} "
-           "moves).", "", tab, "",
-           f"![log-likelihood vs time]({pic})", "",
+           "moves). The proposal-free comparison (AIS), with seeds, longer budgets and what "
+           "scales with N, is `lgm estep-bench`.", "", exp.md, "",
            "Per-point state: mean-field keeps 6 numbers per latent dimension and data point "
            "(grows with N); MCMC keeps its chains and step sizes; amortized and IWAE keep none "
            "beyond the encoder's weights.", ""]
@@ -246,25 +142,4 @@ def demo(out="lgm-report", quick=False, say=print, command=None, created=None):
     md += [f"Total time: {total:.0f} s."]
     write_atomic(out / "report.md", "\n".join(md) + "\n")
     say(f"report written to {out / 'report.md'} ({total:.0f} s)")
-    return out
-
-
-def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist"), budget=None, seeds=(0, 1, 2),
-                say=print, command=None, created=None):
-    from .data import embedded
-
-    out = fresh_dir(out, say, created)
-    cmd = command or (f"lgm estep-bench --experiments {','.join(experiments)} --seeds {len(seeds)}"
-                      + (f" --budget {budget:g}" if budget is not None else ""))
-    md = ["# E-step strategies side by side", "",
-          f"Command: `{cmd}`; machine: {os.cpu_count()} CPUs.", ""]
-    for exp in experiments:
-        b = budget if budget is not None else (5.0 if exp == "ppca" else 30.0)
-        data = embedded(binarize=True, dtype=np.float32, warn=say) if exp == "mnist" else None
-        tab, pic, _ = compare_estep(exp, budget_s=b, seeds=seeds, out_dir=out, data=data,
-                                    n_evals=6 if exp == "ppca" else 4, say=say)
-        md += [tab, "", f"![]({pic})", ""]
-        say(tab)
-    write_atomic(out / "estep.md", "\n".join(md) + "\n")
-    say(f"wrote {out / 'estep.md'}")
     return out

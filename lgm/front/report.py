@@ -10,6 +10,27 @@ from pathlib import Path
 import numpy as np
 
 
+def fresh_dir(path, say=print, created=None):
+    """A new folder: ``path``, or the first of ``path-2``, ``path-3``, … that does not exist yet,
+    made with an atomic mkdir (two runs started together never share one, and an earlier
+    report, even an empty folder, is never written into); the user is told where this one goes."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        q = p if k == 1 else Path(f"{p}-{k}")
+        try:
+            q.mkdir()
+        except FileExistsError:
+            k += 1
+            continue
+        if created is not None:
+            created.append(q)
+        if k > 1:
+            say(f"{p} already exists: keeping it, writing this report to {q}")
+        return q
+
+
 def _plt():
     try:
         import matplotlib
@@ -79,4 +100,70 @@ def curves(series, path, title, xlabel, ylabel, hline=None, logx=True):
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def bands(series, path, title, ylabel, hline=None):
+    """Held-out curves of several strategies over seeds, on two axes side by side: training wall
+    time and epochs (both log). ``series`` maps name -> list of (grid, epochs, values), one per
+    seed, on one shared time grid; drawn as the mean over seeds with a band of ± one standard
+    deviation (a single seed: the line alone)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, runs) in enumerate(series.items()):
+        n = min(len(r[2]) for r in runs)
+        if n == 0:
+            continue
+        grid = np.asarray(runs[0][0][:n], float)
+        ep = np.mean([np.asarray(r[1][:n], float) for r in runs], axis=0)
+        v = np.array([np.asarray(r[2][:n], float) for r in runs])
+        m = v.mean(0)
+        sd = v.std(0, ddof=1) if len(v) > 1 else None
+        c = colors[k % len(colors)]
+        for ax, x in zip(axes, (grid, ep)):
+            ax.plot(x, m, "o-", color=c, ms=3, label=f"{name} ({len(v)} seed{'s' if len(v) > 1 else ''})")
+            if sd is not None:
+                ax.fill_between(x, m - sd, m + sd, color=c, alpha=0.2, lw=0)
+    for ax, xl in zip(axes, ("training wall time (s), log scale", "epochs (passes over the training set), log scale")):
+        if hline is not None:
+            ax.axhline(hline[0], color="k", ls="--", lw=1, label=hline[1])
+        ax.set_xscale("log")
+        ax.set_xlabel(xl)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle("\n".join(textwrap.wrap(title, 120)), fontsize=8)
+    return _save(fig, path)
+
+
+def scaling(rows, truth, path, title):
+    """What scales: per strategy, seconds per epoch (log-log), held-out log-likelihood after equal
+    wall time (log N) and per-point state (log-log) against the number of rows N."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r.strategy for r in rows))
+    for k, name in enumerate(names):
+        rs = sorted((r for r in rows if r.strategy == name), key=lambda r: r.N)
+        N = [r.N for r in rs]
+        c = colors[k % len(colors)]
+        axes[0].plot(N, [r.seconds_per_epoch for r in rs], "o-", color=c, label=name)
+        axes[1].plot(N, [r.heldout for r in rs], "o-", color=c, label=name)
+        if any(r.state_bytes_per_point for r in rs):
+            axes[2].plot(N, [r.state_bytes_per_point for r in rs], "o-", color=c, label=name)
+    axes[1].axhline(truth, color="k", ls="--", lw=1, label="the teacher (data-generating decoder)")
+    axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("N (training rows), log scale")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("seconds per epoch, log scale")
+    axes[1].set_ylabel("held-out log-likelihood by AIS (nats / row)")
+    axes[2].set_ylabel("per-point state (bytes / row), log scale")
+    axes[2].set_title("amortized and iwae keep none", fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)

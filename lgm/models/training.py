@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..ops import backend_of
+import numpy as np
 
-__all__ = ["LoopState", "minibatch_loop", "as_index"]
+from ..ops import backend_of, is_dask
+
+__all__ = ["LoopState", "minibatch_loop", "as_index", "take_rows"]
 
 
 @dataclass
@@ -86,3 +88,15 @@ def minibatch_loop(step, N, *, rng, batch_size=128, epochs=None, epoch0=0, on_st
 def as_index(X, idx):
     """``idx`` (host ints, or None for all rows) in the form that indexes X's rows on X's device."""
     return None if idx is None else backend_of(X).xp.asarray(idx)
+
+
+def take_rows(X, idx):
+    """The rows ``idx`` (host ints, or None for all) of X as an in-memory array on X's device:
+    a numpy or cupy array is indexed, a memory-mapped .npy (np.memmap) is read (only those
+    rows), a dask array is computed (only the chunks holding those rows). This is how the
+    trainers read X by minibatch, so that X may be larger than memory."""
+    if is_dask(X):
+        return np.asarray((X if idx is None else X[np.asarray(idx)]).compute())
+    if isinstance(X, np.memmap):
+        return np.array(X) if idx is None else X[np.asarray(idx)].view(np.ndarray)
+    return X if idx is None else X[as_index(X, idx)]

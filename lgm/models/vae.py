@@ -31,12 +31,12 @@ import numpy as np
 from .. import ops
 from ..io import check_writable, load_npz, pack_json, save_npz_atomic, unpack_json
 from ..lowrank import lowrank_gaussian_logpdf
-from ..ops import backend_for, backend_of
+from ..ops import backend_for, backend_of, is_dask
 from .heads import LIKELIHOODS, make_head
 from .nn import Adam, ConstantLogvar, Conv2d, ConvTranspose2d, Linear, Params, Reshape, Sequential
 from .training import as_index, minibatch_loop
 
-__all__ = ["VAE", "mlp_vae", "conv_vae", "linear_vae", "train", "load_model"]
+__all__ = ["VAE", "mlp_vae", "conv_vae", "linear_vae", "train", "load_model", "map_row_blocks"]
 
 
 def _model_work(method):
@@ -301,9 +301,17 @@ class VAE:
 
         Returns
         -------
-        array (N,) in the data's dtype, on the data's device.
+        array (N,) in the data's dtype, on the data's device. For a dask array x, a lazy dask
+        array: one task per row-chunk on the active dask scheduler (threads, or a
+        dask.distributed cluster when a Client is active), chunk k seeded with seed + 7919 k
+        (see :func:`map_row_blocks`).
         """
         fname = "log_likelihood"
+        if is_dask(x):
+            if proposal is not None:
+                raise TypeError(f"{fname}: a proposal cannot be given with dask input")
+            return map_row_blocks(VAE.log_likelihood, self, x, seed, fname, n_samples=n_samples,
+                                  batch_size=batch_size, max_rows=max_rows)
         xp = self._check_x(x, fname)
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
@@ -372,6 +380,30 @@ class VAE:
     def load_params(self, arrays):
         """Set the parameters from the arrays of a file written by :meth:`save`."""
         self.params.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
+
+
+def _row_block(block, fn, spec, data, seed, kw, block_info=None):
+    k = block_info[0]["chunk-location"][0] if block_info else 0
+    model = _build(spec)
+    model.params.data[...] = data
+    return np.asarray(fn(model, np.ascontiguousarray(block), seed=seed + 7919 * k, **kw))
+
+
+def map_row_blocks(fn, model, X, seed, fname, **kw):
+    """``fn(model, rows, seed=..., **kw) -> (n,)`` over the row-chunks of the dask array X
+    (N, D), lazily: a dask array (N,) whose chunk k is computed from X's chunk k with seed
+    seed + 7919 k, on the active dask scheduler. The model travels as its spec and host
+    parameters (rebuilt in the task), so the tasks run on any dask worker."""
+    if model.params.backend.name != "numpy":
+        raise TypeError(f"{fname}: dask input needs a model on the CPU (model.to('cpu'))")
+    if getattr(X, "dtype", None) != model.dtype:
+        raise TypeError(f"{fname}: expected x of dtype {model.dtype} (the model's), got {X.dtype}")
+    if X.ndim != 2 or X.shape[1] != model.D:
+        raise ValueError(f"{fname}: expected x of shape (N, {model.D}), got {X.shape}")
+    X = X.rechunk({1: -1})
+    data = model.params.backend.to_host(model.params.data).copy()
+    return X.map_blocks(_row_block, fn, model.spec, data, int(seed), kw, drop_axis=1,
+                        dtype=X.dtype, meta=np.empty((0,), X.dtype))
 
 
 def _positive_int(name, v):

@@ -20,14 +20,10 @@ import numpy as np
 
 from ...lowrank import (LOG_2PI, block_buffer, centred_blocks, woodbury_blocks, woodbury_factor,
                         woodbury_posterior)
-from ...ops import backend_of
+from ...ops import backend_of, is_dask
 
 __all__ = ["CompleteData", "DaskData", "MissingData", "is_dask", "complete_partials",
            "centred_gram", "missingness_groups", "GROUP_MIN_ROWS"]
-
-
-def is_dask(X):
-    return type(X).__module__.split(".", 1)[0] == "dask"
 
 
 def complete_partials(X, mean, fac, buf=None):

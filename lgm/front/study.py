@@ -1,0 +1,444 @@
+"""The E-step study (`lgm estep-bench`; the demo's E-step sections run the same code at a smaller
+budget): the strategies of lgm.estep side by side on one shared time grid, several seeds, final
+held-out log-likelihoods by AIS (independent of any strategy's proposal), the inference gaps of
+the amortized decoders, "what scales" with N on data drawn from a decoder trained on MNIST-5k,
+and a written conclusion derived from the numbers.
+
+Experiments:
+
+- ``ppca``: linear decoders on data from a PPCA model (exact held-out log-likelihood).
+- ``mnist``: the conv decoder (d = 16) on the embedded MNIST-5k, binarised.
+- ``mnist-mlp``: the MLP decoder (784-400-16) on the same images.
+- ``scaling``: N from 10^3 to ``max_n`` rows drawn from an MLP decoder trained on MNIST-5k (a
+  memory-mapped .npy; the per-point state of mcmc and meanfield is memory-mapped beside it),
+  equal wall time per run, held-out AIS against the teacher's own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_atomic
+from .progress import progress_bar
+
+EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
+
+# budgets (s of training per strategy and seed) and evaluation grids: full study / --quick
+BUDGETS = {"ppca": (5.0, 1.0), "mnist": (60.0, 3.0), "mnist-mlp": (30.0, 3.0), "scaling": (20.0, 2.0)}
+N_EVALS = {"ppca": (6, 3), "mnist": (5, 2), "mnist-mlp": (5, 2)}
+
+
+def ppca_data(D=50, q=5, n_train=2000, n_test=1000, noise=0.5, seed=0):
+    """Data from a PPCA model (the exact log-likelihood of any linear decoder is known)."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((D, q))
+    mu = rng.standard_normal(D)
+    X = rng.standard_normal((n_train + n_test, q)) @ W.T + mu + noise * rng.standard_normal((n_train + n_test, D))
+    return X[:n_train], X[n_train:]
+
+
+def spread(vals, fmt="{:.2f}"):
+    """'mean ± sd' over seeds (one value: the value)."""
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return fmt.format(vals[0])
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+
+
+@dataclass
+class Experiment:
+    """One experiment's results: per strategy, the runs (one per seed) and the final held-out
+    log-likelihoods (by ``final_method``); the budget check; the gap tables; the Markdown."""
+
+    name: str
+    title: str
+    budget_s: float
+    grid: list
+    runs: dict
+    finals: dict
+    final_method: str
+    opt_ll: float = None
+    gaps: list = field(default_factory=list)  # (strategy, data, InferenceGaps)
+    best: str = ""
+    gain: float = float("nan")  # the best strategy's gain over the last doubling
+    md: str = ""
+    picture: str = ""
+
+    def mean_final(self, name):
+        return statistics.mean(self.finals[name])
+
+    @property
+    def flattened(self):
+        from ..estep import FLAT_NATS
+
+        return self.gain == self.gain and self.gain < FLAT_NATS
+
+
+def _setup(experiment, data, n_test):
+    from ..models.vae import conv_vae, linear_vae, mlp_vae
+
+    if experiment == "ppca":
+        from ..models.linear import PPCA
+
+        Xtr, Xte = ppca_data()
+        D, q = Xtr.shape[1], 5
+        opt_ll = float(PPCA(q).fit(Xtr).score_samples(Xte).mean())
+        return dict(names=("exact", "mcmc", "meanfield", "amortized", "iwae"), Xtr=Xtr, Xte=Xte,
+                    opt_ll=opt_ll, make=lambda s: linear_vae(D, q, isotropic=True, seed=s), lr=1e-2,
+                    title=f"PPCA data (D={D}, q={q}, {len(Xtr)} train / {len(Xte)} test): exact "
+                          f"held-out log-likelihood of the linear decoder")
+    ds = data
+    if experiment == "mnist":
+        make = lambda s: conv_vae(ds.image_shape, latent_dim=16, seed=s)  # noqa: E731
+        arch = "conv decoder, d=16"
+    else:
+        make = lambda s: mlp_vae(D=ds.X_train.shape[1], hidden=400, latent_dim=16, seed=s)  # noqa: E731
+        arch = "MLP decoder 784-400-16"
+    return dict(names=("mcmc", "meanfield", "amortized", "iwae"), Xtr=ds.X_train,
+                Xte=ds.X_test[:n_test], opt_ll=None, make=make, lr=1e-3,
+                title=f"{ds.name} (binarised), {arch}")
+
+
+def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=None,
+                  final="ais", n_final=200, ais_kw=None, n_samples_final=1000,
+                  n_samples_curve=100, n_test=200, eval_steps=100, gaps=0, gaps_ais_kw=None,
+                  say=print):
+    """Run every applicable strategy of ``experiment`` ("ppca", "mnist", "mnist-mlp") for
+    ``budget_s`` seconds of training per seed, evaluated on one time grid shared by all;
+    score the final models (exact for ppca; else AIS on the first ``n_final`` test images, or
+    IWAE with each strategy's proposal when ``final="iwae"``); with ``gaps`` > 0, the inference
+    gaps of the amortized decoder (seed 0) on that many training and test images (AIS with
+    ``gaps_ais_kw``, default ``ais_kw``); write the
+    picture and return an :class:`Experiment` (its ``md`` is the section's Markdown)."""
+    from . import report
+    from ..estep import ais_log_likelihood, inference_gaps, last_doubling_gain, run_strategy, time_grid
+
+    cfg = _setup(experiment, data, n_test)
+    names, Xtr, Xte, opt_ll = cfg["names"], cfg["Xtr"], cfg["Xte"], cfg["opt_ll"]
+    grid = time_grid(budget_s, n_evals)
+    ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
+    linear = experiment == "ppca"
+    method = "exact" if linear else ("AIS" if final == "ais" else "IWAE")
+    runs, finals, models = {n: [] for n in names}, {n: [] for n in names}, {}
+    bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
+    skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
+    for seed in seeds:
+        for n in names:
+            bar.set_postfix_str(f"{n}, seed {seed}")
+            model = cfg["make"](seed)
+            r = run_strategy(n, model, Xtr, Xte, grid=grid, budget_s=budget_s, seed=seed,
+                             strategy_kw=skw, lr=cfg["lr"], batch_size=128,
+                             n_samples_curve=n_samples_curve,
+                             n_samples_final=0 if final == "ais" else n_samples_final)
+            if method == "AIS":
+                r.final = float(np.mean(ais_log_likelihood(model, Xte[:n_final], seed=seed, **ais_kw).log_px))
+            runs[n].append(r)
+            finals[n].append(r.final)
+            if seed == seeds[0]:
+                models[n] = model
+            bar.update(1)
+    bar.close()
+    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, finals, method, opt_ll)
+    exp.best = max(names, key=exp.mean_final)
+    exp.gain = last_doubling_gain(grid, np.mean([r.heldout for r in runs[exp.best]], axis=0))
+    if gaps and not linear:
+        for n in ("amortized",):
+            for part, X in (("train", Xtr[:gaps]), ("test", Xte[:gaps])):
+                say(f"inference gaps: {n} decoder, {len(X)} {part} images")
+                exp.gaps.append((n, f"{part}, {len(X)} images", inference_gaps(models[n], X, seed=0,
+                                                         ais_kw={**ais_kw, **(gaps_ais_kw or {})})))
+    exp.picture = report.bands(
+        {n: [(r.grid, r.epochs, r.heldout) for r in rs] for n, rs in runs.items()},
+        Path(out_dir) / f"estep_{experiment}.png",
+        f"{cfg['title']}: held-out log-likelihood during training (mean ± sd over "
+        f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        + ("" if linear else f"; IWAE with S={n_samples_curve} from each strategy's proposal, "
+                             f"{len(Xte)} test images") + ")",
+        "held-out log-likelihood (nats / point)",
+        hline=(opt_ll, "EM optimum") if opt_ll is not None else None)
+    exp.md = _table(exp, seeds, n_final=n_final if method == "AIS" else len(Xte), ais_kw=ais_kw,
+                    gaps_ais_kw={**ais_kw, **(gaps_ais_kw or {})},
+                    n_samples_curve=n_samples_curve, n_samples_final=n_samples_final)
+    return exp
+
+
+def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_samples_final):
+    from ..estep import FLAT_NATS
+
+    est = {"exact": "exact log-likelihood",
+           "AIS": f"AIS ({ais_kw['n_chains']} chains × {ais_kw['n_temps']} temperatures, HMC with "
+                  f"{ais_kw['n_leapfrog']} leapfrog steps) on {n_final} test images",
+           "IWAE": f"IWAE with S={n_samples_final} from each strategy's proposal on {n_final} test images"}
+    head = ["strategy", f"held-out log-lik ({exp.final_method})"]
+    if exp.opt_ll is not None:
+        head.append("gap to EM optimum")
+    if exp.final_method != "exact":
+        head.append(f"on the curve (IWAE S={n_samples_curve})")
+    head += ["epochs", "iterations", "ms / iteration", "per-point state", "notes"]
+    lines = [f"### {exp.title}", "",
+             f"{exp.budget_s:g} s of training per strategy and seed; held-out scores at the shared "
+             f"times {', '.join(f'{g:g}' for g in exp.grid)} s; seeds {list(seeds)} (mean ± sd over "
+             f"seeds); final score: {est[exp.final_method]}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, rs in exp.runs.items():
+        row = [n, spread(exp.finals[n])]
+        if exp.opt_ll is not None:
+            row.append(spread([exp.opt_ll - f for f in exp.finals[n]], "{:.3f}"))
+        if exp.final_method != "exact":
+            row.append(spread([r.heldout[-1] for r in rs]))
+        row += [spread([r.epochs[-1] for r in rs], "{:.1f}"), spread([r.iterations for r in rs], "{:.0f}"),
+                spread([r.ms_per_iteration for r in rs], "{:.1f}"),
+                f"{rs[0].state_bytes / 1e6:.2f} MB" if rs[0].state_bytes else "none"]
+        notes = []
+        if "acceptance" in rs[0].stats:
+            notes.append("MALA acceptance " + spread([r.stats["acceptance"] for r in rs]))
+        row.append("; ".join(notes))
+        lines.append("| " + " | ".join(row) + " |")
+    if exp.opt_ll is not None:
+        lines += ["", f"EM optimum (PPCA closed form on the training set): held-out log-likelihood "
+                      f"{exp.opt_ll:.3f} per point."]
+    verdict = ("flattened" if exp.flattened else
+               "**not flattened**: the table ranks training speed at this budget, not converged "
+               "models")
+    lines += ["", f"Budget check: the best strategy ({exp.best}) gained {exp.gain:.2f} nats over the "
+                  f"last doubling of the budget (criterion: < {FLAT_NATS} nats, a fall counts): "
+                  f"{verdict}.", "", f"![]({exp.picture})", ""]
+    if exp.gaps:
+        lines += [f"Inference gaps of the {exp.gaps[0][0]} decoder (seed {seeds[0]}; Cremer et al. "
+                  f"2018): log p(x) by AIS ({gaps_ais_kw['n_chains']} "
+                  f"chains × {gaps_ais_kw['n_temps']} temperatures), L[q*] the ELBO of the best diagonal Gaussian per point "
+                  "(500 Adam steps per point, decoder fixed), L[q] the encoder's ELBO (100 samples).",
+                  "", "| images | log p(x) (AIS) | L[q*] | L[q] | approximation gap | amortization gap |",
+                  "|---|---|---|---|---|---|"]
+        for n, part, g in exp.gaps:
+            lines.append(f"| {part} | {g.log_px:.2f} | {g.elbo_optimal:.2f} | {g.elbo_amortized:.2f} | "
+                         f"{g.approximation_gap:.2f} | {g.amortization_gap:.2f} |")
+        if any(g.approximation_gap < 0 for _, _, g in exp.gaps):
+            lines += ["", "A negative approximation gap means AIS fell below L[q*]: its estimate is "
+                          "a lower bound, too loose at these temperatures; the gaps are then not "
+                          "separated (run with more temperatures)."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- what scales --------------------------------------------------------------------------------
+@dataclass
+class ScalingRow:
+    strategy: str
+    N: int
+    ms_per_iteration: float
+    seconds_per_epoch: float  # ms/iteration x steps per epoch (extrapolated if no epoch ended)
+    epochs: float  # passes over the N rows within the budget
+    state_bytes_per_point: float
+    heldout: float  # AIS on the held-out rows
+
+
+def _draw(model, n, seed, out=None, chunk=8192):
+    """n rows x ~ p(x | t) with t ~ N(0, I) from a Bernoulli decoder, into ``out`` (or a new
+    array), chunk by chunk."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, model.D), model.dtype) if out is None else out
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        t = rng.standard_normal((m, model.latent_dim)).astype(model.dtype)
+        out[i:i + m] = (rng.random((m, model.D), dtype=np.float32) < model.mean(t)).astype(model.dtype)
+    return out
+
+
+def scaling_study(out_dir, data, *, Ns, budget_s, n_heldout=100, teacher_epochs=20, ais_kw=None,
+                  eval_steps=50, names=("mcmc", "meanfield", "amortized", "iwae"), say=print):
+    """What scales with N: a teacher (MLP VAE, 784-400-16) trained on MNIST-5k draws max(Ns)
+    rows into a memory-mapped .npy in a temporary folder inside ``out_dir`` (removed at the
+    end); for each N (the first N rows) and strategy, a fresh student is trained for
+    ``budget_s`` seconds and scored by AIS on ``n_heldout`` fresh rows. Returns (rows, the
+    teacher's AIS log-likelihood on those rows, the picture's name)."""
+    from . import report
+    from ..estep import ais_log_likelihood, run_strategy
+    from ..models.vae import mlp_vae, train
+
+    ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
+    say(f"scaling: teacher (MLP VAE 784-400-16) on {data.name}, {teacher_epochs} epochs")
+    teacher = mlp_vae(D=data.X_train.shape[1], hidden=400, latent_dim=16, seed=0)
+    train(teacher, data.X_train, epochs=teacher_epochs, batch_size=128, lr=1e-3, seed=0)
+    X_held = _draw(teacher, n_heldout, seed=12345)
+    truth = float(np.mean(ais_log_likelihood(teacher, X_held, seed=0, **ais_kw).log_px))
+    tmp = tempfile.mkdtemp(prefix="scaling-data-", dir=out_dir)
+    rows = []
+    try:
+        path = os.path.join(tmp, "X.npy")
+        n_max = max(Ns)
+        say(f"scaling: drawing {n_max:,} rows from the teacher into {path} "
+            f"({n_max * teacher.D * 4 / 1e9:.2f} GB, memory-mapped)")
+        Xm = np.lib.format.open_memmap(path, "w+", teacher.dtype, (n_max, teacher.D))
+        _draw(teacher, n_max, seed=1, out=Xm)
+        Xm.flush()
+        del Xm
+        X_all = np.load(path, mmap_mode="r")
+        skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
+        bar = progress_bar(total=len(Ns) * len(names), desc="scaling", unit="run")
+        for N in Ns:
+            X = X_all[:N]
+            for n in names:
+                bar.set_postfix_str(f"{n}, N={N:,}")
+                student = mlp_vae(D=teacher.D, hidden=400, latent_dim=16, seed=1)
+                r = run_strategy(n, student, X, X_held, budget_s=budget_s, n_evals=1, seed=0,
+                                 strategy_kw=skw, n_samples_curve=10, n_samples_final=0)
+                ll = float(np.mean(ais_log_likelihood(student, X_held, seed=0, **ais_kw).log_px))
+                steps = math.ceil(N / 128)
+                rows.append(ScalingRow(n, N, r.ms_per_iteration, r.ms_per_iteration * steps / 1e3,
+                                       r.epochs[-1], r.state_bytes / N, ll))
+                bar.update(1)
+        bar.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pic = report.scaling(rows, truth, Path(out_dir) / "estep_scaling.png",
+                         f"Equal wall time ({budget_s:g} s of training per run), data drawn from an "
+                         f"MLP decoder trained on {data.name}")
+    return rows, truth, pic
+
+
+def scaling_table(rows, truth, budget_s, n_heldout, ais_kw):
+    Ns = sorted({r.N for r in rows})
+    names = list(dict.fromkeys(r.strategy for r in rows))
+    at = {(r.strategy, r.N): r for r in rows}
+    lines = [f"### What scales: N from {Ns[0]:,} to {Ns[-1]:,} rows", "",
+             f"Rows drawn from an MLP decoder (784-400-16, Bernoulli) trained on MNIST-5k, stored as "
+             f"a memory-mapped float32 .npy and read by minibatch; the per-point state of mcmc and "
+             f"meanfield is memory-mapped beside it. Each strategy trains a fresh decoder of the "
+             f"teacher's architecture for {budget_s:g} s (one seed); held-out: AIS "
+             f"({ais_kw['n_chains']} chains × {ais_kw['n_temps']} temperatures) on {n_heldout} fresh "
+             f"rows, where the teacher itself scores {truth:.2f}. Seconds per epoch = ms per "
+             f"iteration × steps per epoch (extrapolated where the budget ended before an epoch did).",
+             "", "| strategy | " + " | ".join(f"N = {N:,}" for N in Ns) + " |",
+             "|---|" + "---|" * len(Ns)]
+    for n in names:
+        cells = []
+        for N in Ns:
+            r = at.get((n, N))
+            cells.append("—" if r is None else f"{r.heldout:.1f} nats; {r.seconds_per_epoch:.3g} s/epoch; "
+                         f"{r.epochs:.3g} epochs; {r.state_bytes_per_point:.0f} B/point")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- the conclusion, from the numbers ------------------------------------------------------------
+def conclusion(exps, scaling=None, quick=False):
+    """A few sentences derived from the results (nothing here is written by hand)."""
+    out = []
+    if quick:
+        out.append("This was a **quick** run (short budgets, few seeds): it checks that the study "
+                   "runs; its numbers are not a comparison.")
+    for e in exps:
+        order = sorted(e.finals, key=e.mean_final, reverse=True)
+        best, second = order[0], order[1] if len(order) > 1 else None
+        s = f"**{e.title}** ({e.budget_s:g} s per strategy): {best} is best ({spread(e.finals[best])}, {e.final_method})"
+        if second is not None:
+            diff = e.mean_final(best) - e.mean_final(second)
+            sd = max(statistics.stdev(e.finals[best]) if len(e.finals[best]) > 1 else 0.0,
+                     statistics.stdev(e.finals[second]) if len(e.finals[second]) > 1 else 0.0)
+            sep = (f"{diff / sd:.1f} seed sd" if sd > 0 else "one seed") if diff == diff else ""
+            s += f", ahead of {second} by {diff:.2f} nats ({sep})"
+        s += "; ranking: " + " > ".join(order) + "."
+        if e.opt_ll is not None:
+            s += f" Gap of the best to the EM optimum: {e.opt_ll - e.mean_final(best):.3f} nats."
+        if not e.flattened:
+            s += (f" The best curve was still rising ({e.gain:.2f} nats over the last doubling): "
+                  f"this ranks speed at this budget, not the converged models.")
+        if "iwae" in e.finals and "amortized" in e.finals and e.final_method != "exact":
+            d = e.mean_final("iwae") - e.mean_final("amortized")
+            s += (f" IWAE (S = 5 in training) vs the VAE: {d:+.2f} nats "
+                  f"({'the same ordering as' if d > 0 else 'not the ordering of'} Burda et al., who "
+                  f"report IWAE k = 50 ahead by 1.98 nats on full MNIST).")
+        for n, part, g in e.gaps:
+            if g.approximation_gap < 0:
+                s += (f" Gaps ({part}): AIS fell below L[q*] by {-g.approximation_gap:.2f} nats "
+                      f"(too few temperatures): not separated.")
+                continue
+            big = "amortization" if g.amortization_gap > g.approximation_gap else "approximation"
+            s += (f" Gaps ({part}): approximation {g.approximation_gap:.2f}, amortization "
+                  f"{g.amortization_gap:.2f} nats, so the {big} gap dominates"
+                  f"{' (as Cremer et al. find)' if big == 'amortization' else ' (Cremer et al. find amortization dominating more often)'}.")
+        out.append(s)
+    if scaling:
+        rows, truth = scaling
+        Ns = sorted({r.N for r in rows})
+        winners = []
+        for N in Ns:
+            rs = [r for r in rows if r.N == N]
+            w = max(rs, key=lambda r: r.heldout)
+            winners.append(f"N = {N:,}: {w.strategy} ({w.heldout:.1f})")
+        s = "**What scales** (equal wall time, teacher at " + f"{truth:.2f}): best held-out by N: " + "; ".join(winners) + "."
+        for n in dict.fromkeys(r.strategy for r in rows):
+            rs = sorted((r for r in rows if r.strategy == n), key=lambda r: r.N)
+            if len(rs) > 1:
+                slope = np.polyfit(np.log([r.N for r in rs]), np.log([r.seconds_per_epoch for r in rs]), 1)[0]
+                s += (f" {n}: seconds per epoch grow as N^{slope:.2f}, held-out {rs[0].heldout:.1f} → "
+                      f"{rs[-1].heldout:.1f} from N = {rs[0].N:,} to {rs[-1].N:,}"
+                      + (f", {rs[-1].state_bytes_per_point:.0f} bytes of state per point." if rs[-1].state_bytes_per_point else
+                         ", no per-point state."))
+        out.append(s)
+    return "\n\n".join(out)
+
+
+def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scaling", "mnist"),
+                budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
+                command=None, created=None):
+    """The study: each experiment, its tables and pictures, and the conclusion, in one folder
+    (estep.md). ``quick``: short budgets and small evaluations, labelled as such."""
+    from .data import embedded
+    from .report import fresh_dir
+
+    t0 = time.perf_counter()
+    out = fresh_dir(out, say, created)
+    q = 1 if quick else 0
+    cmd = command or ("lgm estep-bench" + (" --quick" if quick else ""))
+    md = ["# E-step strategies: the study", "",
+          *(["**QUICK RUN** — short budgets and small evaluations; for checking, not for "
+             "conclusions.", ""] if quick else []),
+          f"Command: `{cmd}`; machine: {os.cpu_count()} CPUs.", ""]
+    data = embedded(binarize=True, dtype=np.float32, warn=say) if set(experiments) - {"ppca"} else None
+    ais_kw = dict(n_chains=4, n_temps=30) if quick else dict(n_chains=8, n_temps=100)
+    exps, scaling = [], None
+    for e in experiments:
+        b = budget if budget is not None else BUDGETS[e][q]
+        if e == "scaling":
+            Ns = [10 ** k for k in range(3, int(round(math.log10(max_n or (10_000 if quick else 1_000_000)))) + 1)]
+            rows, truth, pic = scaling_study(out, data, Ns=Ns, budget_s=b, ais_kw=ais_kw,
+                                             n_heldout=50 if quick else 100,
+                                             teacher_epochs=2 if quick else 20,
+                                             eval_steps=10 if quick else 50, say=say)
+            scaling = (rows, truth)
+            md += [scaling_table(rows, truth, b, 50 if quick else 100, dict(ais_kw, n_leapfrog=5)), "",
+                   f"![]({pic})", ""]
+            write_atomic(out / "estep.md", "\n".join(md) + "\n(the study is still running)\n")
+            continue
+        conv = e == "mnist"  # the conv decoder costs ~15x the MLP per image: smaller evaluations
+        exp = compare_estep(e, budget_s=b, seeds=seeds, n_evals=N_EVALS[e][q], out_dir=out, data=data,
+                            final="ais", ais_kw=ais_kw,
+                            n_final=(20 if quick else (50 if conv else 200)),
+                            n_samples_curve=20 if quick else 100,
+                            n_test=50 if quick else (100 if conv else 200),
+                            eval_steps=20 if quick else (50 if conv else 100),
+                            gaps=(10 if quick else (50 if conv else 100)),
+                            gaps_ais_kw=None if quick else {"n_temps": 200 if conv else 500},
+                            say=say)
+        exps.append(exp)
+        md += [exp.md, ""]
+        say(exp.md)
+        write_atomic(out / "estep.md", "\n".join(md) + "\n(the study is still running)\n")
+    md[len(md):] = ["## Conclusion", "", conclusion(exps, scaling, quick), "",
+                    f"Total time: {time.perf_counter() - t0:.0f} s."]
+    write_atomic(out / "estep.md", "\n".join(md) + "\n")
+    say(f"wrote {out / 'estep.md'}")
+    return out

@@ -1,0 +1,157 @@
+"""The E-step study as an instrument (#12): the shared time grid and the flattening criterion,
+strategies on memory-mapped and dask X (per-point state memory-mapped beside a memory-mapped X),
+held-out scoring of dask arrays block by block, and the study's pieces end to end on small
+budgets."""
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+from lgm.estep import (FLAT_NATS, last_doubling_gain, make_strategy, per_point_array,
+                       run_strategy, time_grid)
+from lgm.models.vae import mlp_vae
+
+
+def test_time_grid_and_last_doubling_gain():
+    assert time_grid(8.0, 4) == [1.0, 2.0, 4.0, 8.0]
+    with pytest.raises(ValueError, match="budget_s"):
+        time_grid(0.0, 3)
+    assert last_doubling_gain([1, 2, 4], [-10.0, -9.0, -8.7]) == pytest.approx(0.3)
+    # half of the last time is not on the grid: linear in log time between 1 and 3
+    g = last_doubling_gain([1, 3], [0.0, 2.0])
+    assert g == pytest.approx(2.0 - 2.0 * np.log(1.5) / np.log(3))
+    assert np.isnan(last_doubling_gain([3], [1.0]))
+    assert np.isnan(last_doubling_gain([2, 3], [1.0, 2.0]))  # 1.5 is before the grid
+    assert last_doubling_gain([1, 2], [0.0, -1.0]) < FLAT_NATS  # a fall is flat
+
+
+def _binary(N=300, D=20, seed=0):
+    return (np.random.default_rng(seed).random((N, D)) < 0.3).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["mcmc", "meanfield", "amortized", "iwae"])
+def test_strategies_on_memory_mapped_and_dask_x_match_in_memory(tmp_path, name):
+    X = _binary()
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    da = pytest.importorskip("dask.array")
+    Xd = da.from_array(X, chunks=(70, 20))
+    params = []
+    for data in (X, Xm, Xd):
+        model = mlp_vae(D=20, hidden=8, latent_dim=3, seed=0)
+        s = make_strategy(name, lr=1e-2, seed=0)
+        s.setup(model, data)
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            s.iteration(model, data, rng.permutation(300)[:64])
+        params.append(model.params.data.copy())
+        if data is Xm and name in ("mcmc", "meanfield"):
+            state = s.chains if name == "mcmc" else s.q["m"]
+            assert isinstance(state, np.memmap)  # the per-point state lives where X lives
+            assert os.path.dirname(os.path.dirname(state.filename)) == str(tmp_path)
+        del s
+    np.testing.assert_array_equal(params[1], params[0])
+    np.testing.assert_array_equal(params[2], params[0])
+
+
+def test_per_point_state_file_is_removed_with_the_array(tmp_path):
+    np.save(tmp_path / "X.npy", _binary(N=50))
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    model = mlp_vae(D=20, hidden=8, latent_dim=3)
+    a = per_point_array(Xm, model, (2, 50, 3), rng=np.random.default_rng(0), chunk=16)
+    b = per_point_array(_binary(N=50), model, (2, 50, 3), rng=np.random.default_rng(0), chunk=16)
+    np.testing.assert_array_equal(np.asarray(a), b)  # the same draws on either path
+    folder = os.path.dirname(a.filename)
+    assert os.path.isdir(folder)
+    del a
+    gc.collect()
+    assert not os.path.exists(folder)
+
+
+def test_run_strategy_on_memory_mapped_x(tmp_path):
+    np.save(tmp_path / "X.npy", _binary(N=2000))
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    Xte = _binary(N=50, seed=1)
+    r = run_strategy("meanfield", mlp_vae(D=20, hidden=8, latent_dim=3), Xm, Xte, budget_s=0.4,
+                     n_evals=3, n_samples_curve=10, n_samples_final=20,
+                     strategy_kw=dict(eval_steps=5))
+    assert r.grid == pytest.approx([0.1, 0.2, 0.4])
+    assert len(r.heldout) == 3 and np.all(np.isfinite(r.heldout)) and np.isfinite(r.final)
+    assert all(t >= g for t, g in zip(r.times, r.grid))
+    assert np.all(np.diff(r.epochs) > 0) and r.epochs[-1] == pytest.approx(r.iterations * 128 / 2000)
+    assert r.state_bytes == (6 * 3 + 1) * 2000 * 4
+
+
+def test_dask_scoring_runs_block_by_block_on_a_local_cluster():
+    da = pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+    from lgm.estep import ais_log_likelihood
+
+    model = mlp_vae(D=20, hidden=8, latent_dim=3, seed=2)
+    X = _binary(N=90)
+    Xd = da.from_array(X, chunks=(40, 10))  # column chunks are merged inside
+    # chunk k is scored as the in-memory rows with seed + 7919 k
+    want_ll = np.concatenate([model.log_likelihood(X[i:i + 40], n_samples=20, seed=3 + 7919 * k)
+                              for k, i in enumerate(range(0, 90, 40))])
+    want_ais = np.concatenate([ais_log_likelihood(model, X[i:i + 40], n_temps=10, n_chains=2,
+                                                  seed=3 + 7919 * k).log_px
+                               for k, i in enumerate(range(0, 90, 40))])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        ll = model.log_likelihood(Xd, n_samples=20, seed=3)
+        r = ais_log_likelihood(model, Xd, n_temps=10, n_chains=2, seed=3)
+        assert isinstance(ll, da.Array) and isinstance(r.log_px, da.Array)
+        np.testing.assert_array_equal(ll.compute(), want_ll)
+        np.testing.assert_array_equal(r.log_px.compute(), want_ais)
+    with pytest.raises(TypeError, match="dtype"):
+        model.log_likelihood(Xd.astype(np.float64))
+    with pytest.raises(ValueError, match="shape"):
+        ais_log_likelihood(model, Xd[:, :5])
+
+
+def test_compare_estep_shares_the_grid_and_checks_the_budget(tmp_path):
+    from lgm.front.study import compare_estep, conclusion
+
+    exp = compare_estep("ppca", budget_s=0.4, seeds=(0, 1), n_evals=3, out_dir=tmp_path, say=lambda *a: None)
+    grids = {tuple(r.grid) for rs in exp.runs.values() for r in rs}
+    assert grids == {tuple(time_grid(0.4, 3))}
+    assert (tmp_path / exp.picture).stat().st_size > 10_000
+    assert "Budget check" in exp.md and "gap to EM optimum" in exp.md
+    assert exp.gain == pytest.approx(last_doubling_gain(
+        exp.grid, np.mean([r.heldout for r in exp.runs[exp.best]], axis=0)))
+    text = conclusion([exp])
+    assert exp.best in text.split("ranking:")[0]
+    # a curve that still rises is called so, from the numbers
+    exp.gain = 3.0
+    assert "still rising" in conclusion([exp])
+
+
+def test_scaling_study_small(tmp_path):
+    from lgm.front.data import embedded
+    from lgm.front.study import conclusion, scaling_study
+
+    ds = embedded(binarize=True, dtype=np.float32)
+    ds = ds._replace(X_train=ds.X_train[:500])
+    rows, truth, pic = scaling_study(tmp_path, ds, Ns=[300, 1000], budget_s=0.2, n_heldout=8,
+                                     teacher_epochs=1, ais_kw=dict(n_chains=2, n_temps=5),
+                                     eval_steps=2, names=("meanfield", "amortized"),
+                                     say=lambda *a: None)
+    assert [(r.strategy, r.N) for r in rows] == [("meanfield", 300), ("amortized", 300),
+                                                 ("meanfield", 1000), ("amortized", 1000)]
+    assert rows[0].state_bytes_per_point == (6 * 16 + 1) * 4 and rows[1].state_bytes_per_point == 0
+    assert all(np.isfinite(r.heldout) and r.seconds_per_epoch > 0 for r in rows)
+    assert not any(p.name.startswith("scaling-data") for p in tmp_path.iterdir())  # removed
+    assert (tmp_path / pic).exists()
+    assert "N = 1,000" in conclusion([], (rows, truth))
+
+
+@pytest.mark.parametrize("args,what", [(["--seeds", "0"], "--seeds"), (["--budget", "-1"], "--budget"),
+                                       (["--max-n", "10"], "--max-n")])
+def test_estep_bench_user_errors_are_one_line(tmp_path, args, what):
+    from conftest import one_line_error, run_lgm
+
+    rc, out, err = run_lgm("estep-bench", *args, "--out", tmp_path / "eb", cwd=tmp_path)
+    assert what in one_line_error(rc, err)
+    assert not (tmp_path / "eb").exists()

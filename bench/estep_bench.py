@@ -1,12 +1,12 @@
-"""E-step strategies side by side under equal time budgets — the script form of
-`lgm estep-bench` (same code, lgm.front.demo.estep_bench), for runs from a checkout:
+"""The E-step study — the script form of `lgm estep-bench` (same code, lgm.front.study.estep_bench),
+for runs from a checkout:
 
-    python bench/estep_bench.py --experiments ppca --seeds 3          # ~2 minutes on 2 cores
-    python bench/estep_bench.py --experiments mnist --seeds 2 --budget 20   # ~12 minutes
+    python bench/estep_bench.py                 # the full study: about an hour on 2 cores
+    python bench/estep_bench.py --quick         # about 2 minutes, labelled quick
+    python bench/estep_bench.py --experiments scaling --max-n 100000
 
-Writes estep.md (tables) and estep_<experiment>.png (held-out log-likelihood vs training time,
-one curve per strategy and seed) into --out (a new folder if it exists). Last results:
-bench/results/estep_ppca.md|png, bench/results/estep_mnist.md|png.
+Writes estep.md (tables, gap tables, the scaling table, the conclusion) and estep_<experiment>.png
+into --out (a new folder if it exists). Last full results: bench/results/estep/.
 """
 
 import os

@@ -31,7 +31,9 @@ from .ops import (  # noqa: E402
     kl_diag_std_normal_grad,
     logsumexp,
     reparameterize,
+    set_thread_policy,
     std_normal_logpdf,
+    thread_policy,
 )
 
 __version__ = "0.1.0"
@@ -104,6 +106,8 @@ __all__ = [
     "lowrank_gaussian_logpdf",
     "reparameterize",
     "std_normal_logpdf",
+    "set_thread_policy",
+    "thread_policy",
     "PPCA",
     "FactorAnalysis",
     "ConvergenceWarning",

@@ -15,7 +15,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._backends import Backend, backend_for, backend_of, gpu_info, module_name
+from ._backends import (Backend, backend_for, backend_of, gpu_info, module_name, set_thread_policy,
+                        thread_policy)
 from ._validate import RowOperands, broadcast_lead, check_floats, is_dask
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "col2im",
     "backend_of",
     "is_dask",
+    "set_thread_policy",
+    "thread_policy",
     "Backend",
     "backend_for",
     "device_info",

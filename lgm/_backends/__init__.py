@@ -23,7 +23,9 @@ region started while those workers spin fights them for the cores: on 2 cores tr
 were 3-7x slower, measured. Inside ``threads()`` lgm's Numba kernels run on one thread
 (thread-local, restored on exit). It is entered by the VAE's public compute methods (one
 decorator) and by ``lowrank_gaussian_logpdf`` around its row passes; the kernels API called
-directly keeps Numba's threads. On the GPU ``threads()`` does nothing.
+directly keeps Numba's threads, less the cores other runnable tasks on the machine take
+(``cpu.policy``: the kernels are seen through ``LoadAwareKernels``; LGM_THREAD_POLICY=fixed or
+``lgm.set_thread_policy("fixed")`` turns that off). On the GPU ``threads()`` does nothing.
 
 Naming, one name per idea on both sides of the line: D the data dimension, d the latent
 dimension, S the number of samples (importance samples, Monte Carlo samples, chains' draws), B
@@ -38,7 +40,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-__all__ = ["Backend", "backend_of", "backend_for", "module_name", "gpu_info"]
+from .cpu.policy import set_thread_policy, thread_policy
+
+__all__ = ["Backend", "backend_of", "backend_for", "module_name", "gpu_info", "set_thread_policy",
+           "thread_policy"]
 
 
 def module_name(a):
@@ -87,11 +92,12 @@ class _SerialNumba:
 def _cpu():
     from . import batched
     from .cpu import kernels, lowrank, nn
+    from .cpu.policy import LoadAwareKernels
 
     low = SimpleNamespace(row_stats=lowrank.row_stats, missing_rows_logpdf=lowrank.missing_rows_logpdf,
                           missing_estep=lowrank.missing_estep,
                           missing_mstep_stats=lambda *a: batched.missing_mstep_stats(np, *a))
-    return Backend("numpy", np, kernels, low, nn, np.asarray, _SerialNumba)
+    return Backend("numpy", np, LoadAwareKernels(kernels), low, nn, np.asarray, _SerialNumba)
 
 
 def _gpu(fname):

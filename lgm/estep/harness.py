@@ -69,6 +69,7 @@ class RunResult:
     train_seconds: float = 0.0
     state_bytes: int = 0
     stats: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)  # grid index -> a copy of the model there
 
     @property
     def ms_per_iteration(self):
@@ -90,7 +91,7 @@ def _warm_up(name, model, X_train, X_test, batch_size, lr, seed, strategy_kw):
 
 def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None,
                  n_samples_curve=100, n_samples_final=1000, batch_size=128, lr=1e-3, seed=0,
-                 strategy_kw=None, callback=None):
+                 strategy_kw=None, callback=None, snapshot_at=()):
     """Train ``model`` with strategy ``name`` for ``budget_s`` seconds of training time, after a
     warm-up on a throwaway copy (so that JIT compilation is not in the budget).
 
@@ -109,6 +110,8 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None
     batch_size, lr, seed : minibatch size, Adam step size, seed; strategy_kw : dict — passed to
         the strategy (options it does not take are ignored).
     callback : callable (name, seconds, held-out log-likelihood), optional — at each evaluation.
+    snapshot_at : indices into the grid (negative counts from the end) — a copy of the model is
+        kept in ``RunResult.snapshots`` at those evaluations (to score them later, e.g. by AIS).
 
     Returns
     -------
@@ -121,6 +124,7 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None
     res = RunResult(name, seed, grid=grid)
     N = X_train.shape[0]
     rows_per_step = N if strat.full_batch else min(batch_size, N)
+    keep = {k % len(grid) for k in snapshot_at}
     last = [0.0]
 
     def on_step(st):
@@ -129,6 +133,8 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None
         while len(res.times) < len(grid) and st.seconds >= grid[len(res.times)]:
             res.times.append(st.seconds)
             res.epochs.append(st.iterations * rows_per_step / N)
+            if len(res.times) - 1 in keep:
+                res.snapshots[len(res.times) - 1] = model.copy()
             res.heldout.append(heldout_loglik(model, strat, X_test, n_samples=n_samples_curve,
                                               seed=seed))
             if callback is not None:

@@ -103,19 +103,36 @@ def curves(series, path, title, xlabel, ylabel, hline=None, logx=True):
     return _save(fig, path)
 
 
-def bands(series, path, title, ylabel, hline=None):
+def _log_axis(ax, ticks=None):
+    """A log x axis labelled in plain numbers (1.875, 3.75, 7.5 ...): at ``ticks`` if given, no
+    minor labels (matplotlib's default labels every minor tick as 2x10^0, 3x10^0, ... and they
+    overlap)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    if ticks is not None:
+        ax.set_xticks(list(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def bands(series, path, title, ylabel, hline=None, finals=None):
     """Held-out curves of several strategies over seeds, on two axes side by side: training wall
     time and epochs (both log). ``series`` maps name -> list of (grid, epochs, values), one per
     seed, on one shared time grid; drawn as the mean over seeds with a band of ± one standard
-    deviation (a single seed: the line alone)."""
+    deviation (a single seed: the line alone). ``finals`` = ({name: [value per seed]}, label):
+    the final scores by another estimator, drawn as a star with ± sd bars just after the last
+    grid point."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    grid0 = None
     for k, (name, runs) in enumerate(series.items()):
         n = min(len(r[2]) for r in runs)
         if n == 0:
             continue
         grid = np.asarray(runs[0][0][:n], float)
+        grid0 = grid if grid0 is None else grid0
         ep = np.mean([np.asarray(r[1][:n], float) for r in runs], axis=0)
         v = np.array([np.asarray(r[2][:n], float) for r in runs])
         m = v.mean(0)
@@ -125,15 +142,23 @@ def bands(series, path, title, ylabel, hline=None):
             ax.plot(x, m, "o-", color=c, ms=3, label=f"{name} ({len(v)} seed{'s' if len(v) > 1 else ''})")
             if sd is not None:
                 ax.fill_between(x, m - sd, m + sd, color=c, alpha=0.2, lw=0)
-    for ax, xl in zip(axes, ("training wall time (s), log scale", "epochs (passes over the training set), log scale")):
+            if finals is not None and name in finals[0]:
+                f = np.asarray(finals[0][name], float)
+                ax.errorbar([x[-1] * 1.12], [f.mean()], yerr=[f.std(ddof=1) if len(f) > 1 else 0.0],
+                            fmt="*", color=c, ms=9, capsize=2)
+    if finals is not None:
+        axes[1].plot([], [], "*", color="gray", ms=9, label=finals[1])
+    for ax, xl in zip(axes, ("training wall time (s), log scale",
+                             "epochs (passes over the training set), log scale")):
         if hline is not None:
-            ax.axhline(hline[0], color="k", ls="--", lw=1, label=hline[1])
-        ax.set_xscale("log")
+            ax.axhline(hline[0], color="k", ls="--", lw=1, label=hline[1] if ax is axes[1] else None)
+        _log_axis(ax, grid0 if ax is axes[0] else None)
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
     axes[1].legend(fontsize=8, loc="lower right")
     fig.suptitle("\n".join(textwrap.wrap(title, 120)), fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -155,8 +180,9 @@ def scaling(rows, truth, path, title):
     axes[1].axhline(truth, color="k", ls="--", lw=1, label="the teacher (data-generating decoder)")
     axes[0].set_yscale("log")
     axes[2].set_yscale("log")
+    Ns = sorted({r.N for r in rows})
     for ax in axes:
-        ax.set_xscale("log")
+        _log_axis(ax, Ns)
         ax.set_xlabel("N (training rows), log scale")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

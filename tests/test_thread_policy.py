@@ -1,0 +1,88 @@
+"""The threading policy of the CPU kernels (lgm._backends.cpu.policy): parallel kernels leave the
+cores that other runnable tasks take, set for the call and restored after it; "fixed" turns it
+off. The load is faked here (the readers of /proc are replaced); bench/load_bench.py measures it
+with a real co-running process."""
+
+import numba
+import numpy as np
+import pytest
+
+import lgm
+from lgm._backends.cpu import policy
+
+
+@pytest.fixture
+def fake_load(monkeypatch):
+    """Set the machine's runnable tasks and this process's running threads by hand."""
+    state = {"machine": 1, "own": 1, "cores": 2}
+    monkeypatch.setattr(policy, "_machine_runnable", lambda: state["machine"])
+    monkeypatch.setattr(policy, "_own_running", lambda: state["own"])
+    monkeypatch.setattr(policy, "_cores", lambda: state["cores"])
+    monkeypatch.setattr(policy, "_CACHE_S", 0.0)
+    yield state
+    policy._cache["t"] = -1.0
+
+
+def test_free_cores_counts_only_other_tasks(fake_load):
+    assert policy.free_cores() == 2  # quiet: only the reader runs
+    fake_load["machine"], fake_load["own"] = 3, 2  # our own BLAS worker spins: still quiet
+    assert policy.free_cores() == 2
+    fake_load["machine"], fake_load["own"] = 2, 1  # one other busy process
+    assert policy.free_cores() == 1
+    fake_load["machine"] = 9  # never fewer than one
+    assert policy.free_cores() == 1
+    fake_load["cores"], fake_load["machine"] = 16, 4  # 3 others on 16 cores
+    assert policy.free_cores() == 13
+
+
+def test_the_readers_work_on_this_machine():
+    assert policy._machine_runnable() >= 1
+    assert policy._own_running() >= 1
+    free = policy.free_cores(now=1e12)
+    assert free is None or 1 <= free <= policy._cores()
+
+
+def test_parallel_kernels_run_on_the_free_cores_and_restore_the_count(fake_load, monkeypatch):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread: nothing to limit")
+    seen = []
+    real = numba.set_num_threads
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    x = np.random.default_rng(0).standard_normal((64, 8))
+    want = lgm.logsumexp(x, axis=-1)
+    real(2)
+    fake_load["machine"] = 2  # one other busy process on 2 cores
+    got = lgm.logsumexp(x, axis=-1)
+    assert seen == [1, 2] and numba.get_num_threads() == 2  # set for the call, restored
+    np.testing.assert_array_equal(got, want)
+    seen.clear()
+    old = lgm.set_thread_policy("fixed")
+    try:
+        assert old == "adaptive" and lgm.thread_policy() == "fixed"
+        lgm.logsumexp(x, axis=-1)
+        assert seen == []  # fixed: Numba's count, untouched
+    finally:
+        lgm.set_thread_policy(old)
+    fake_load["machine"] = 1  # quiet again: nothing is set
+    lgm.logsumexp(x, axis=-1)
+    assert seen == []
+
+
+def test_row_functions_and_serial_kernels_pass_through():
+    k = lgm.ops.backend_for("cpu").kernels
+    assert k.im2col is k._module.im2col  # serial
+    assert k.diag_gaussian_logpdf_row is k._module.diag_gaussian_logpdf_row  # njit, for users' njit
+    assert k.diag_gaussian_logpdf.kernel is k._module.diag_gaussian_logpdf  # parallel: wrapped
+    with pytest.raises(ValueError, match="set_thread_policy"):
+        lgm.set_thread_policy("spin")
+
+
+def test_a_bad_environment_value_warns_and_keeps_adaptive():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import lgm; print(lgm.thread_policy())"],
+                       capture_output=True, text=True, env={**__import__("os").environ,
+                                                            "LGM_THREAD_POLICY": "spin"})
+    assert r.returncode == 0 and r.stdout.strip() == "adaptive"
+    assert "LGM_THREAD_POLICY" in r.stderr

@@ -17,6 +17,10 @@ __all__ = ["write_atomic", "save_npz_atomic", "load_npz", "pack_json", "unpack_j
            "check_writable"]
 
 
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def write_atomic(path, content):
     """Write ``content`` (str, bytes, or a callable taking a binary file) to ``path`` atomically.
 
@@ -34,6 +38,8 @@ def write_atomic(path, content):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a saved file gets the usual 0666 & ~umask
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)

@@ -386,3 +386,16 @@ def test_broadcast_views_are_not_copied(monkeypatch):
     monkeypatch.undo()
     assert all(np.prod(s) < 64 * 784 for s in seen), seen
     np.testing.assert_allclose(got, lgm.diag_gaussian_logpdf(x, real(big), real(lv)), rtol=1e-12)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """mkstemp makes its file 0600; what lgm saves is 0666 & ~umask, like any file a user writes."""
+    import os
+
+    from lgm.io import write_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    p = tmp_path / "r.md"
+    write_atomic(p, "x")
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -87,10 +87,10 @@ def _cores():
         return os.cpu_count() or 1
 
 
-def free_cores(now=None):
+def free_cores():
     """Cores not taken by other runnable tasks (>= 1), or None where /proc cannot be read.
     Cached for 50 ms."""
-    now = time.monotonic() if now is None else now
+    now = time.monotonic()
     if now - _cache["t"] < _CACHE_S:
         return _cache["free"]
     with _lock:

@@ -47,14 +47,20 @@ def ppca_data(D=50, q=5, n_train=2000, n_test=1000, noise=0.5, seed=0):
     return X[:n_train], X[n_train:]
 
 
+def _fmt(fmt, v):
+    """fmt.format(v), but a value that rounds to zero prints as 0, never as -0.00."""
+    t = fmt.format(v)
+    return fmt.format(0.0) if not t.strip("-0.") else t
+
+
 def spread(vals, fmt="{:.2f}"):
     """'mean ± sd' over seeds (one value: the value)."""
     vals = [v for v in vals if v == v]
     if not vals:
         return "—"
     if len(vals) == 1:
-        return fmt.format(vals[0])
-    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+        return _fmt(fmt, vals[0])
+    return f"{_fmt(fmt, statistics.mean(vals))} ± {_fmt(fmt, statistics.stdev(vals))}"
 
 
 @dataclass
@@ -177,8 +183,8 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     exp.picture = report.bands(
         {n: [(r.grid, r.epochs, r.heldout) for r in rs] for n, rs in runs.items()},
         Path(out_dir) / f"estep_{experiment}.png",
-        f"{cfg['title']}: held-out log-likelihood during training (mean ± sd over "
-        f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        f"{cfg['title']}: held-out log-likelihood during training ("
+        + (f"mean ± sd over {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}")
         + ("" if linear else f"; IWAE with S={n_samples_curve} from each strategy's proposal, "
                              f"{len(Xte)} test images") + ")",
         "held-out log-likelihood (nats / point)",
@@ -219,8 +225,9 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
     head += ["epochs", "iterations", "ms / iteration", "per-point state", "notes"]
     lines = [f"### {exp.title}", "",
              f"{exp.budget_s:g} s of training per strategy and seed; held-out scores at the shared "
-             f"times {', '.join(f'{g:g}' for g in exp.grid)} s; seeds {list(seeds)} (mean ± sd over "
-             f"seeds); final score: {est[exp.final_method]}.", "",
+             f"times {', '.join(f'{g:g}' for g in exp.grid)} s; "
+             + (f"seeds {list(seeds)} (mean ± sd over seeds)" if len(seeds) > 1 else f"seed {seeds[0]}")
+             + f"; final score: {est[exp.final_method]}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, rs in exp.runs.items():
         row = [n, spread(exp.finals[n])]
@@ -245,7 +252,7 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
     by = (f"by {exp.final_method}: {spread(exp.half_finals)} at {exp.grid[-2]:g} s, "
           f"{spread(exp.finals[exp.best])} at {exp.grid[-1]:g} s" if exp.half_finals else
           "on its held-out curve")
-    lines += ["", f"Budget check: the best strategy ({exp.best}) gained {exp.gain:.2f} nats over the "
+    lines += ["", f"Budget check: the best strategy ({exp.best}) gained {spread([exp.gain])} nats over the "
                   f"last doubling of the budget ({by}; criterion: < {FLAT_NATS} nats, a fall "
                   f"counts): {verdict}.", "", f"![]({exp.picture})", ""]
     if exp.gaps:

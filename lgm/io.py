@@ -6,6 +6,7 @@ import contextlib
 import glob
 import json
 import os
+import secrets
 import tempfile
 import zipfile
 import zlib
@@ -17,8 +18,17 @@ __all__ = ["write_atomic", "save_npz_atomic", "load_npz", "pack_json", "unpack_j
            "check_writable"]
 
 
-_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
+def _create_temporary(path):
+    """A new file ``.{name}.{pid}.{random}.tmp`` beside ``path``, opened for writing: (fd, name).
+    Created with mode 0666 so that the process's umask applies, as to any file a user writes
+    (tempfile.mkstemp would make it 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           0o666), str(tmp)
+        except FileExistsError:  # pragma: no cover - 2^-32
+            continue
 
 
 def write_atomic(path, content):
@@ -36,10 +46,8 @@ def write_atomic(path, content):
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a directory, not a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a saved file gets the usual 0666 & ~umask
-            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)

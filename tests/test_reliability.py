@@ -394,8 +394,12 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
 
     from lgm.io import write_atomic
 
-    mask = os.umask(0o022)
-    os.umask(mask)
-    p = tmp_path / "r.md"
-    write_atomic(p, "x")
-    assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
+    old = os.umask(0o022)
+    try:
+        for mask in (0o022, 0o077):
+            os.umask(mask)
+            p = tmp_path / f"r{mask:o}.md"
+            write_atomic(p, "x")
+            assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
+    finally:
+        os.umask(old)

@@ -19,8 +19,11 @@ def fake_load(monkeypatch):
     monkeypatch.setattr(policy, "_own_running", lambda: state["own"])
     monkeypatch.setattr(policy, "_cores", lambda: state["cores"])
     monkeypatch.setattr(policy, "_CACHE_S", 0.0)
+    monkeypatch.setitem(policy._state, "policy", "adaptive")  # whatever LGM_THREAD_POLICY says
     policy._cache["t"] = -1.0
+    n = numba.get_num_threads()
     yield state
+    numba.set_num_threads(n)
     policy._cache["t"] = -1.0
 
 

@@ -123,7 +123,7 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None
     grid = time_grid(budget_s, n_evals) if grid is None else sorted(float(g) for g in grid)
     res = RunResult(name, seed, grid=grid)
     N = X_train.shape[0]
-    rows_per_step = N if strat.full_batch else min(batch_size, N)
+    steps_per_epoch = 1 if strat.full_batch else -(-N // batch_size)
     keep = {k % len(grid) for k in snapshot_at}
     last = [0.0]
 
@@ -132,7 +132,7 @@ def run_strategy(name, model, X_train, X_test, *, budget_s, n_evals=6, grid=None
         last[0] = st.seconds
         while len(res.times) < len(grid) and st.seconds >= grid[len(res.times)]:
             res.times.append(st.seconds)
-            res.epochs.append(st.iterations * rows_per_step / N)
+            res.epochs.append(st.iterations / steps_per_epoch)
             if len(res.times) - 1 in keep:
                 res.snapshots[len(res.times) - 1] = model.copy()
             res.heldout.append(heldout_loglik(model, strat, X_test, n_samples=n_samples_curve,

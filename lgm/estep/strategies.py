@@ -343,15 +343,19 @@ class MeanField(Strategy):
 def per_point_array(X, model, shape, fill=None, rng=None, chunk=65536):
     """Per-point state of the model's dtype, whose axis 1 if ``len(shape) == 3`` else axis 0
     runs over the N rows of X: on the model's device, or, when X is a memory-mapped file
-    (np.memmap), memory-mapped in a temporary folder beside X's file (removed when the array
-    is freed), so that state that grows with N lives where X lives. Filled with ``fill``, or
+    (np.memmap) and the model on the CPU, memory-mapped in a temporary folder beside X's file
+    (the system's temporary folder if X's is read-only; removed when the array is freed), so
+    that state that grows with N lives where X lives. Filled with ``fill``, or
     with standard normal draws from ``rng``, ``chunk`` rows at a time (the same draws on
     either path)."""
     dt = np.dtype(model.dtype)
     xp = backend_of(model.params.data).xp
-    path = getattr(X, "filename", None) if isinstance(X, np.memmap) else None
+    path = getattr(X, "filename", None) if isinstance(X, np.memmap) and xp is np else None
     if path:
-        folder = tempfile.mkdtemp(prefix=".lgm-state-", dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            folder = tempfile.mkdtemp(prefix=".lgm-state-", dir=os.path.dirname(os.path.abspath(path)))
+        except OSError:  # X's folder is read-only: the system's temporary folder instead
+            folder = tempfile.mkdtemp(prefix="lgm-state-")
         out = np.lib.format.open_memmap(os.path.join(folder, "state.npy"), "w+", dt, tuple(shape))
         weakref.finalize(out, shutil.rmtree, folder, True)
     else:

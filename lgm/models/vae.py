@@ -34,7 +34,7 @@ from ..lowrank import lowrank_gaussian_logpdf
 from ..ops import backend_for, backend_of, is_dask
 from .heads import LIKELIHOODS, make_head
 from .nn import Adam, ConstantLogvar, Conv2d, ConvTranspose2d, Linear, Params, Reshape, Sequential
-from .training import as_index, minibatch_loop
+from .training import minibatch_loop, take_rows
 
 __all__ = ["VAE", "mlp_vae", "conv_vae", "linear_vae", "train", "load_model", "map_row_blocks"]
 
@@ -307,6 +307,8 @@ class VAE:
         (see :func:`map_row_blocks`).
         """
         fname = "log_likelihood"
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
         if is_dask(x):
             if proposal is not None:
                 raise TypeError(f"{fname}: a proposal cannot be given with dask input")
@@ -384,6 +386,8 @@ class VAE:
 
 def _row_block(block, fn, spec, data, seed, kw, block_info=None):
     k = block_info[0]["chunk-location"][0] if block_info else 0
+    if block.shape[0] == 0:
+        return np.empty(0, block.dtype)
     model = _build(spec)
     model.params.data[...] = data
     return np.asarray(fn(model, np.ascontiguousarray(block), seed=seed + 7919 * k, **kw))
@@ -588,7 +592,7 @@ def train(model, X, *, epochs=10, batch_size=128, lr=1e-3, objective="elbo", n_s
 
     def step(idx):
         model.params.zero_grad()
-        loss = model.loss_and_grad(X[as_index(X, idx)], rng, objective, n_samples)
+        loss = model.loss_and_grad(take_rows(X, idx), rng, objective, n_samples)
         if isinstance(loss, float) and not math.isfinite(loss):  # the CPU: checked every step
             raise diverged("loss", f"epoch {epoch_of[0] + 1}")
         opt.step()

@@ -42,7 +42,7 @@ if _state["policy"] not in _POLICIES:
     _state["policy"] = "adaptive"
 
 _CACHE_S = 0.05
-_cache = {"t": -1.0, "free": None}
+_cache = {"t": -1.0, "free": None}  # the reading and its time: written together, under _lock
 _lock = threading.Lock()
 
 
@@ -91,9 +91,9 @@ def free_cores():
     """Cores not taken by other runnable tasks (>= 1), or None where /proc cannot be read.
     Cached for 50 ms."""
     now = time.monotonic()
-    if now - _cache["t"] < _CACHE_S:
-        return _cache["free"]
     with _lock:
+        if now - _cache["t"] < _CACHE_S:
+            return _cache["free"]
         try:
             others = max(0, _machine_runnable() - _own_running())
             free = max(1, _cores() - others)

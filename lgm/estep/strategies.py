@@ -368,7 +368,7 @@ def per_point_array(X, model, shape, fill=None, rng=None, chunk=65536):
     for i in range(0, N, chunk):
         n = min(chunk, N - i)
         block = rng.standard_normal(tuple(shape[:axis]) + (n,) + tuple(shape[axis + 1:])).astype(dt)
-        out[(slice(None),) * axis + (slice(i, i + n),)] = block if path else xp.asarray(block)
+        out[(slice(None),) * axis + (slice(i, i + n),)] = xp.asarray(block)
     return out
 
 

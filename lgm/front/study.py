@@ -65,15 +65,15 @@ def spread(vals, fmt="{:.2f}"):
 
 @dataclass
 class Experiment:
-    """One experiment's results: per strategy, the runs (one per seed) and the final held-out
-    log-likelihoods (by ``final_method``); the budget check; the gap tables; the Markdown."""
+    """One experiment's results: per strategy, the runs (one per seed; their ``final`` is the
+    held-out log-likelihood by ``final_method``); the budget check; the gap tables; the
+    Markdown."""
 
     name: str
     title: str
     budget_s: float
     grid: list
     runs: dict
-    finals: dict
     final_method: str
     opt_ll: float = None
     gaps: list = field(default_factory=list)  # (strategy, data, InferenceGaps)
@@ -82,6 +82,11 @@ class Experiment:
     half_finals: list = None  # its final-method scores at half the budget, per seed
     md: str = ""
     picture: str = ""
+
+    @property
+    def finals(self):
+        """strategy -> the final scores, one per seed."""
+        return {n: [r.final for r in rs] for n, rs in self.runs.items()}
 
     def mean_final(self, name):
         return statistics.mean(self.finals[name])
@@ -143,7 +148,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
     linear = experiment == "ppca"
     method = "exact" if linear else ("AIS" if final == "ais" else "IWAE")
-    runs, finals, models = {n: [] for n in names}, {n: [] for n in names}, {}
+    runs, gap_model = {n: [] for n in names}, None
     bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
     skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
     for seed in seeds:
@@ -158,12 +163,11 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
             if method == "AIS":
                 r.final = float(np.mean(ais_log_likelihood(model, Xte[:n_final], seed=seed, **ais_kw).log_px))
             runs[n].append(r)
-            finals[n].append(r.final)
-            if seed == seeds[0]:
-                models[n] = model
+            if seed == seeds[0] and n == "amortized":
+                gap_model = model  # its inference gaps, below
             bar.update(1)
     bar.close()
-    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, finals, method, opt_ll)
+    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll)
     exp.best = max(names, key=exp.mean_final)
     if method == "AIS" and len(grid) > 1:
         # the budget check by the proposal-free score: AIS of the best strategy's models at
@@ -179,12 +183,12 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     for rs in runs.values():
         for r in rs:
             r.snapshots.clear()
+    gaps_ais_kw = {**ais_kw, **(gaps_ais_kw or {})}
     if gaps and not linear:
-        for n in ("amortized",):
-            for part, X in (("train", Xtr[:gaps]), ("test", Xte[:gaps])):
-                say(f"inference gaps: {n} decoder, {len(X)} {part} images")
-                exp.gaps.append((n, f"{part}, {len(X)} images", inference_gaps(models[n], X, seed=0,
-                                                         ais_kw={**ais_kw, **(gaps_ais_kw or {})})))
+        for part, X in (("train", Xtr[:gaps]), ("test", Xte[:gaps])):
+            say(f"inference gaps: amortized decoder, {len(X)} {part} images")
+            exp.gaps.append(("amortized", f"{part}, {len(X)} images",
+                             inference_gaps(gap_model, X, seed=0, ais_kw=gaps_ais_kw)))
     exp.picture = report.bands(
         {n: [(r.grid, r.epochs, r.heldout) for r in rs] for n, rs in runs.items()},
         Path(out_dir) / f"estep_{experiment}.png",
@@ -194,10 +198,10 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                              f"{len(Xte)} test images") + ")",
         "held-out log-likelihood (nats / point)",
         hline=(opt_ll, "EM optimum") if opt_ll is not None else None,
-        finals=None if linear else (finals, f"final {method} ({n_final} test images)"))
+        finals=None if linear else (exp.finals, f"final {method} ({n_final} test images)"))
     write_atomic(Path(out_dir) / f"estep_{experiment}.json", json.dumps(_raw(exp), indent=1))
     exp.md = _table(exp, seeds, n_final=n_final if method == "AIS" else len(Xte), ais_kw=ais_kw,
-                    gaps_ais_kw={**ais_kw, **(gaps_ais_kw or {})},
+                    gaps_ais_kw=gaps_ais_kw,
                     n_samples_curve=n_samples_curve, n_samples_final=n_samples_final)
     return exp
 
@@ -208,9 +212,10 @@ def _raw(exp):
             "final_method": exp.final_method, "opt_ll": exp.opt_ll, "best": exp.best,
             "gain": exp.gain, "half_finals": exp.half_finals,
             "runs": {n: [{"seed": r.seed, "times": r.times, "epochs": r.epochs, "heldout": r.heldout,
-                          "final": f, "iterations": r.iterations, "train_seconds": r.train_seconds,
-                          "state_bytes": r.state_bytes, "stats": r.stats}
-                         for r, f in zip(rs, exp.finals[n])] for n, rs in exp.runs.items()},
+                          "final": r.final, "iterations": r.iterations,
+                          "train_seconds": r.train_seconds, "state_bytes": r.state_bytes,
+                          "stats": r.stats}
+                         for r in rs] for n, rs in exp.runs.items()},
             "gaps": [{"strategy": n, "images": part, "log_px": g.log_px, "elbo_optimal": g.elbo_optimal,
                       "elbo_amortized": g.elbo_amortized} for n, part, g in exp.gaps]}
 

@@ -315,8 +315,6 @@ class VAE:
             return map_row_blocks(VAE.log_likelihood, self, x, seed, fname, n_samples=n_samples,
                                   batch_size=batch_size, max_rows=max_rows)
         xp = self._check_x(x, fname)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
         proposal = self._check_proposal(x, proposal, fname)
         rng = np.random.default_rng(seed)
         N = x.shape[0]

@@ -92,15 +92,15 @@ class Experiment:
         return statistics.mean(self.finals[name])
 
     @property
-    def flattened(self):
-        from ..estep import FLAT_NATS
-
-        return self.gain == self.gain and self.gain < FLAT_NATS
-
-    @property
     def checked(self):
         """Whether the budget check could be made (a grid of one point, or a NaN score, cannot)."""
         return self.gain == self.gain
+
+    @property
+    def flattened(self):
+        from ..estep import FLAT_NATS
+
+        return self.checked and self.gain < FLAT_NATS
 
 
 def _setup(experiment, data, n_test):

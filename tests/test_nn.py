@@ -53,6 +53,9 @@ LAYERS = {
     "conv_s2p1_odd": (lambda P: nn.Conv2d(P, "c", 1, 2, 3, 2, 1), (2, 7, 5, 1)),
     "convT_s1p0": (lambda P: nn.ConvTranspose2d(P, "t", 3, 2, 3), (2, 3, 4, 3)),
     "convT_s2p1": (lambda P: nn.ConvTranspose2d(P, "t", 3, 2, 4, 2, 1, relu=True), (2, 3, 3, 3)),
+    # more channels than the data-movement kernels' THIN_C: their other loop order
+    "conv_wide": (lambda P: nn.Conv2d(P, "c", 6, 5, 4, 2, 1, relu=True), (2, 6, 6, 6)),
+    "convT_wide": (lambda P: nn.ConvTranspose2d(P, "t", 6, 5, 4, 2, 1, relu=True), (2, 3, 3, 6)),
     "seq": (lambda P: nn.Sequential(nn.Linear(P, "a", 4, 12), nn.ReLU(), nn.Reshape((2, 2, 3)),
                                     nn.ConvTranspose2d(P, "t", 3, 2, 4, 2, 1)), (3, 4)),
 }
@@ -128,27 +131,31 @@ def test_conv_transpose_is_the_adjoint_of_conv(k, s, p, H):
     np.testing.assert_allclose((cx * y).sum(), (x * ty).sum(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("k,s,p,H,W", [(4, 2, 1, 6, 6), (3, 1, 1, 5, 4), (3, 2, 0, 7, 7)])
-def test_im2col_col2im_kernels_match_slices(k, s, p, H, W, dtype):
+# C = 1 and 3: the kernels' padded-row order (C <= THIN_C); C = 8: the per-patch one
+@pytest.mark.parametrize("C", [1, 3, 8])
+@pytest.mark.parametrize("k,s,p,H,W", [(4, 2, 1, 6, 6), (3, 1, 1, 5, 4), (3, 2, 0, 7, 7),
+                                       (2, 3, 2, 5, 6), (5, 2, 2, 9, 4)])
+def test_im2col_col2im_kernels_match_slices(k, s, p, H, W, C, dtype):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, H, W, 3)).astype(dtype)
+    x = rng.standard_normal((2, H, W, C)).astype(dtype)
     Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
     np.testing.assert_array_equal(nn.im2col(x, k, s, p, Ho, Wo), ref.im2col(x, k, s, p, Ho, Wo))
-    cols = rng.standard_normal((2, Ho, Wo, k, k, 3)).astype(dtype)
+    cols = rng.standard_normal((2, Ho, Wo, k, k, C)).astype(dtype)
     tol = 1e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(ops.col2im(cols, H, W, s, p), ref.col2im(cols, H, W, s, p),
                                rtol=tol, atol=tol)
 
 
-def test_layers_match_torch_autograd():
+@pytest.mark.parametrize("c_img,c_hid", [(2, 3), (6, 5)])  # few channels (THIN_C) and more
+def test_layers_match_torch_autograd(c_img, c_hid):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     P = nn.Params(np.float64)
-    conv = nn.Conv2d(P, "c", 2, 3, 4, 2, 1, relu=True)
-    convT = nn.ConvTranspose2d(P, "t", 3, 2, 4, 2, 1)
+    conv = nn.Conv2d(P, "c", c_img, c_hid, 4, 2, 1, relu=True)
+    convT = nn.ConvTranspose2d(P, "t", c_hid, c_img, 4, 2, 1)
     lin = nn.Linear(P, "l", 5, 4)
     P.build(seed=0)
-    x = rng.standard_normal((2, 6, 6, 2))
+    x = rng.standard_normal((2, 6, 6, c_img))
     xl = rng.standard_normal((3, 5))
     h, c1 = conv.forward(x)
     y, c2 = convT.forward(h)
@@ -176,6 +183,31 @@ def test_layers_match_torch_autograd():
                                    atol=1e-12)
     for name, t in (("c.b", bc), ("t.b", bt), ("l.b", bl)):
         np.testing.assert_allclose(P.grads[name], t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("N", [1, 2, 7, 8, 33])  # below THIN_N the column-wise loops
+@pytest.mark.parametrize("relu", [False, True])
+def test_bias_act_passes_match_spec(N, relu, dtype):
+    from lgm._backends.cpu import nn as cpunn
+
+    rng = np.random.default_rng(N)
+    y = rng.standard_normal((301, N)).astype(dtype)
+    b = rng.standard_normal(N).astype(dtype)
+    got, want = y.copy(), y.copy()
+    cpunn.bias_act(got, b, relu)
+    xpnn.bias_act(want, b, relu)
+    np.testing.assert_array_equal(got, want)  # one add and a max: exact
+    dy = rng.standard_normal((301, N)).astype(dtype)
+    for y2 in (got, np.asfortranarray(got)):  # a non-contiguous y takes the row-wise loop
+        g_dy, g_db = cpunn.act_bias_backward(dy.copy(), y2, relu)
+        w_dy, w_db = xpnn.act_bias_backward(dy.copy(), y2, relu)
+        np.testing.assert_array_equal(g_dy, w_dy)
+        assert g_db.dtype == dtype
+        # lgm sums in float64 and rounds once; the spec sums in the working dtype
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        mask = (y2 > 0) if relu else True
+        np.testing.assert_allclose(g_db, dy.astype(np.float64).sum(0, where=mask), rtol=tol, atol=tol)
+        np.testing.assert_allclose(g_db, w_db, rtol=tol, atol=tol)
 
 
 def test_adam_kernel_matches_spec(dtype):

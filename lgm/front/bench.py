@@ -300,7 +300,8 @@ def describe(torch=None):
     try:
         from threadpoolctl import threadpool_info
 
-        blas = "; ".join(f"{i['internal_api']}{' ' + i['version'] if i.get('version') else ''} "
+        blas = "; ".join(f"{i['internal_api']}{' ' + i['version'] if i.get('version') else ''}"
+                         f"{' ' + i['architecture'] if i.get('architecture') else ''} "
                          f"({i['num_threads']} thr)" for i in threadpool_info())
     except ImportError:  # pragma: no cover
         blas = "threadpoolctl not installed"

@@ -30,13 +30,10 @@ from vae_bench import lgm_step  # noqa: E402
 
 
 def blas_line():
-    from threadpoolctl import threadpool_info
+    from lgm.front.bench import openblas_kernels
 
-    kernels = sorted({i["architecture"] for i in threadpool_info() if i.get("architecture")})
-    core = os.environ.get("OPENBLAS_CORETYPE")
     where = os.path.dirname(os.path.dirname(os.path.abspath(lgm.__file__)))
-    return (f"lgm from {where}; OpenBLAS kernels {'/'.join(kernels) or 'unknown'} "
-            f"(OPENBLAS_CORETYPE{'=' + core + ' in the environment' if core else ' unset'})")
+    return f"lgm from {where}; {openblas_kernels()}"
 
 
 def step_profile(steps):

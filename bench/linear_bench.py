@@ -210,10 +210,9 @@ def main(argv=None):
                 linear.GROUP_MIN_ROWS = old
         out(f"| {name} | {times[0] * 1e3:.1f} | {times[1] * 1e3:.1f} |")
     out("")
-    kernels = sorted({i["architecture"] for i in threadpool_info() if i.get("architecture")})
-    core = os.environ.get("OPENBLAS_CORETYPE")
-    out(f"Machine: {os.cpu_count()} CPUs; {threads_desc()}; OpenBLAS kernels {'/'.join(kernels)} "
-        f"(OPENBLAS_CORETYPE{'=' + core + ' in the environment' if core else ' unset'})")
+    from lgm.front.bench import openblas_kernels
+
+    out(f"Machine: {os.cpu_count()} CPUs; {threads_desc()}; {openblas_kernels()}")
     if args.out:
         from lgm.io import write_atomic
 

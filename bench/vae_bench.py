@@ -302,15 +302,10 @@ def worker(args):
 def blas_kernels():
     """Which OpenBLAS kernels numpy loaded (the workers inherit this environment): the lgm side's
     GEMMs run on them, so a result is only read with this line."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "numpy's BLAS kernels: unknown (threadpoolctl missing)."
-    info = [f"{d['internal_api']} {d.get('architecture') or ''}".strip() for d in threadpool_info()
-            if d.get("user_api") == "blas"]
-    core = os.environ.get("OPENBLAS_CORETYPE")
-    return (f"numpy's BLAS: {', '.join(info) or 'unknown'} kernels (OPENBLAS_CORETYPE="
-            f"{core + ', set in the environment' if core else 'unset: OpenBLAS chose'}).")
+    sys.path.insert(0, ROOT)
+    from lgm.front.bench import openblas_kernels
+
+    return openblas_kernels() + "."
 
 
 def run_worker(framework, task, model, threads, **kw):

@@ -292,6 +292,20 @@ def run(quick=False, threads=(1, 2), dtypes=("float32", "float64"), compile_=Tru
     return rows, env
 
 
+def openblas_kernels():
+    """'OpenBLAS kernels <families loaded> (OPENBLAS_CORETYPE=<value> in the environment | unset)':
+    numpy's GEMMs run on them, and a machine that sets OPENBLAS_CORETYPE=Haswell on an AVX-512
+    CPU runs them at about half speed; benchmarks and the E-step study print this line."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
+        return "OpenBLAS kernels unknown (no threadpoolctl)"
+    kernels = sorted({i["architecture"] for i in threadpool_info() if i.get("architecture")})
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"OpenBLAS kernels {'/'.join(kernels) or 'unknown'} (OPENBLAS_CORETYPE"
+            f"{'=' + core + ' in the environment' if core else ' unset'})")
+
+
 def describe(torch=None):
     import numba
 

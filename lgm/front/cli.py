@@ -179,7 +179,7 @@ def parser():
     d.set_defaults(fn=cmd_demo)
     e = sub.add_parser("estep-bench", help="the E-step study: strategies under equal time "
                                            "budgets, AIS scores, inference gaps, what scales "
-                                           "(about an hour on 2 cores; --quick about 2 minutes)",
+                                           "(about two hours on 2 cores; --quick about 2 minutes)",
                        formatter_class=fmt)
     exps = ("ppca", "mnist-mlp", "scaling", "mnist")
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),

@@ -453,6 +453,7 @@ def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scalin
                 command=None, created=None):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder
     (estep.md). ``quick``: short budgets and small evaluations, labelled as such."""
+    from .bench import openblas_kernels
     from .data import embedded
     from .report import fresh_dir
 
@@ -463,7 +464,7 @@ def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scalin
     md = ["# E-step strategies: the study", "",
           *(["**QUICK RUN** — short budgets and small evaluations; for checking, not for "
              "conclusions.", ""] if quick else []),
-          f"Command: `{cmd}`; machine: {os.cpu_count()} CPUs.", ""]
+          f"Command: `{cmd}`; machine: {os.cpu_count()} CPUs; {openblas_kernels()}.", ""]
     data = embedded(binarize=True, dtype=np.float32, warn=say) if set(experiments) - {"ppca"} else None
     ais_kw = dict(n_chains=4, n_temps=30) if quick else dict(n_chains=8, n_temps=100)
     exps, scaling = [], None

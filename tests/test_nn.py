@@ -198,7 +198,8 @@ def test_bias_act_passes_match_spec(N, relu, dtype):
     xpnn.bias_act(want, b, relu)
     np.testing.assert_array_equal(got, want)  # one add and a max: exact
     dy = rng.standard_normal((301, N)).astype(dtype)
-    for y2 in (got, np.asfortranarray(got)):  # a non-contiguous y takes the row-wise loop
+    # with ReLU and N > 1 the Fortran-ordered y takes the row-wise loop
+    for y2 in (got, np.asfortranarray(got)):
         g_dy, g_db = cpunn.act_bias_backward(dy.copy(), y2, relu)
         w_dy, w_db = xpnn.act_bias_backward(dy.copy(), y2, relu)
         np.testing.assert_array_equal(g_dy, w_dy)
@@ -206,7 +207,8 @@ def test_bias_act_passes_match_spec(N, relu, dtype):
         # lgm sums in float64 and rounds once; the spec sums in the working dtype
         tol = 1e-5 if dtype == np.float32 else 1e-12
         mask = (y2 > 0) if relu else True
-        np.testing.assert_allclose(g_db, dy.astype(np.float64).sum(0, where=mask), rtol=tol, atol=tol)
+        np.testing.assert_allclose(g_db, dy.astype(np.float64).sum(0, where=mask), rtol=tol,
+                                   atol=tol)
         np.testing.assert_allclose(g_db, w_db, rtol=tol, atol=tol)
 
 

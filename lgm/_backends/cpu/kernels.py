@@ -442,8 +442,9 @@ def read3(a_rd, b_rd, c_rd, out_r):
 # - C <= THIN_C (an image's own channels): a run of C values is one or two numbers, and the
 #   per-patch bounds checks cost more than the copies. Each image is padded once into a buffer,
 #   and whole k*C rows are copied without checks (the conv VAE's two 28 x 28 x 1 layers, batch
-#   128, forward + backward: 4.6 -> 3.4 ms per step, python bench/conv_profile.py; at C = 32
-#   the same order was 3x slower than the per-patch one, hence the two).
+#   128, forward + backward, together with the column-wise bias passes of cpu/nn.py: 4.6 -> 3.4
+#   ms per step, python bench/conv_profile.py; at C = 32 the same order was 3x slower than the
+#   per-patch one, hence the two).
 THIN_C = 4
 
 

@@ -52,7 +52,8 @@ def em_step(source, W, psi):
     return W_new, psi_new, loglik
 
 
-def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="EM", stacklevel=6):
+def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="EM", stacklevel=6,
+           warn=True):
     """Iterate the EM map ``step`` from (W0, psi0, mean0), SQUAREM-accelerated.
 
     Parameters
@@ -63,7 +64,8 @@ def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="E
         isotropic average).
     tol : float — stop when a map gains less than tol nats per row; max_iter : int — maps in
         all (each SQUAREM cycle counts its three maps); accelerate : bool — SQUAREM on/off.
-    name : str — for the ConvergenceWarning; stacklevel : int — its frame (the user's call).
+    name : str — for the ConvergenceWarning; stacklevel : int — its frame (the user's call);
+    warn : bool — False: no warning at max_iter (a deliberate fixed number of maps).
 
     Returns
     -------
@@ -119,7 +121,7 @@ def run_em(step, W0, psi0, mean0, *, project, tol, max_iter, accelerate, name="E
     final = step(*th)[3]
     if final >= history[-1]:
         history.append(final)
-    if not converged:
+    if not converged and warn:
         warnings.warn(f"{name}: EM did not converge in max_iter={max_iter} iterations (last gain "
                       f"{gain:.3g} nats/sample > tol={tol}); raise max_iter or tol",
                       ConvergenceWarning, stacklevel=stacklevel)

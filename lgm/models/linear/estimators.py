@@ -43,9 +43,19 @@ from ...lowrank import LOG_2PI, lowrank_gaussian_logpdf, woodbury_blocks, woodbu
 from ...ops import backend_of
 from .em import ConvergenceWarning, em_step, run_em
 from .profile import fit_profile
-from .sources import CompleteData, DaskData, MissingData, centred_gram, is_dask
+from .sources import CompleteData, CovarianceData, DaskData, MissingData, centred_gram, is_dask
 
 __all__ = ["PPCA", "FactorAnalysis", "ConvergenceWarning", "ortho_rotation"]
+
+
+def _em_map(source):
+    """The EM map (W, psi, mean) -> (W', psi', mean, loglik of the input) of a complete source
+    (CompleteData, DaskData, CovarianceData): its mean is fixed at the sample mean."""
+    def step(W, psi, mean):
+        W1, psi1, ll = em_step(source, W, psi)
+        return W1, psi1, mean, ll
+
+    return step
 
 
 def ortho_rotation(W, method="varimax", tol=1e-6, max_iter=100):
@@ -216,13 +226,14 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         scale = max(float(np.mean(var)), SMALL)
         return np.where(var > 0, np.maximum(RELATIVE_FLOOR * scale, SMALL), SMALL)
 
-    def _fit_em(self, step, W0, psi0, mean0, weights=None):
+    def _fit_em(self, step, W0, psi0, mean0, weights=None, max_iter=None, warn=True):
         """EM from (W0, psi0, mean0) by :func:`lgm.models.linear.em.run_em`, with this model's
-        noise constraint; returns (W, psi, mean, n_iter, history)."""
+        noise constraint (max_iter: self.max_iter unless given); returns (W, psi, mean, n_iter,
+        history)."""
         floor = self._floor
         return run_em(step, W0, psi0, mean0, project=lambda psi: self._noise(psi, floor, weights),
-                      tol=self.tol, max_iter=self.max_iter, accelerate=self.accelerate,
-                      name=type(self).__name__)
+                      tol=self.tol, max_iter=self.max_iter if max_iter is None else max_iter,
+                      accelerate=self.accelerate, name=type(self).__name__, warn=warn)
 
     @staticmethod
     def _nan_mask(X):
@@ -248,12 +259,7 @@ class _LinearGaussian(TransformerMixin, BaseEstimator):
         var = source.colsq / source.N
         W0, psi0 = self._init(var, source.D, q)
         self._floor = self._noise_floor(var)
-
-        def step(W, psi, mean):
-            W1, psi1, ll = em_step(source, W, psi)
-            return W1, psi1, mean, ll
-
-        return self._fit_em(step, W0, psi0, source.mean)
+        return self._fit_em(_em_map(source), W0, psi0, source.mean)
 
     def _init(self, var, D, q):
         """Random loadings at the data's scale, noise variances at the feature variances."""
@@ -526,7 +532,8 @@ class PPCA(_LinearGaussian):
     tol : float — EM stops when the mean log-likelihood gains less than tol nats per sample.
     max_iter : int — EM iterations (each SQUAREM cycle counts its three EM maps).
     accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
-    random_state : int, Generator or None — EM initialisation.
+    random_state : int, Generator or None — EM initialisation (also the profile likelihood's
+        warm start).
     blas_threads : int or None — BLAS threads during fit (threadpoolctl); None leaves them.
 
     Attributes
@@ -636,17 +643,21 @@ class FactorAnalysis(_LinearGaussian):
     method : {"auto", "profile", "em"} — "profile": given Psi the loadings are closed form (the
         top eigenvectors of Psi^-1/2 S Psi^-1/2), and the likelihood of Psi alone is maximised by
         L-BFGS-B (tens of iterations where EM needs hundreds to thousands; needs the D x D
-        covariance, complete numpy or cupy data; ``accelerate`` does not apply); "em":
+        covariance, complete numpy or cupy data), started after PROFILE_WARM_MAPS (10) EM +
+        SQUAREM maps from EM's random start, computed from the covariance; "em":
         EM on W and Psi together (takes missing values and dask arrays); "auto": "profile" for
         complete numpy or cupy data with n_features <= 4096, else "em".
     rotation : None, "varimax" or "quartimax" — an orthogonal rotation of the loadings (as
         scikit-learn's; Kaiser 1958 for varimax). None: the canonical orientation, W^T Psi^-1 W
         diagonal and decreasing. The likelihood does not depend on it.
     tol : float — the fit stops when the mean log-likelihood gains less than tol nats per sample
-        (per EM map; per L-BFGS-B iteration for the profile likelihood).
-    max_iter : int — EM maps (each SQUAREM cycle counts its three maps), or L-BFGS-B iterations.
+        per EM map (tol / 10 per L-BFGS-B iteration for the profile likelihood: a quasi-Newton
+        step gaining just under tol can leave as much again behind).
+    max_iter : int — EM maps (each SQUAREM cycle counts its three maps), or L-BFGS-B iterations
+        after the warm start.
     accelerate : bool — SQUAREM acceleration of EM, monotone by a guard.
-    random_state : int, Generator or None — EM initialisation.
+    random_state : int, Generator or None — EM initialisation (also the profile likelihood's
+        warm start).
     blas_threads : int or None — BLAS threads during fit (threadpoolctl); None leaves them.
 
     Attributes
@@ -654,7 +665,8 @@ class FactorAnalysis(_LinearGaussian):
     W_ : array of shape (n_features, n_components) — loadings.
     mean_ : array of shape (n_features,).
     noise_variance_ : array of shape (n_features,) — psi.
-    n_iter_ : int — EM maps, or L-BFGS-B iterations (profile likelihood).
+    n_iter_ : int — EM maps (with the profile likelihood: the warm start's EM maps plus the
+        L-BFGS-B iterations).
     loglike_ : list of float — the exact mean log-likelihood per sample after every map or
         accepted iteration (monotone).
     components_ : array of shape (n_components, n_features) — W_.T (scikit-learn's layout).
@@ -663,6 +675,9 @@ class FactorAnalysis(_LinearGaussian):
 
     # the profile likelihood needs the D x D covariance and a D x D eigendecomposition per map
     PROFILE_MAX_D = 4096
+    # EM maps (on the covariance) before the profile iteration; MNIST-5k, q = 16, 10 seeds: the
+    # profile iteration then ends at EM's optimum from 10 of 10 random starts (9 of 10 after 5)
+    PROFILE_WARM_MAPS = 10
 
     def __init__(self, n_components=None, *, method="auto", rotation=None, tol=1e-6,
                  max_iter=1000, accelerate=True, random_state=None, blas_threads=None):
@@ -689,9 +704,20 @@ class FactorAnalysis(_LinearGaussian):
             S = centred_gram(X, mean) / N
             var = np.diag(S).copy()  # the feature variances: no second pass over X
             self._floor = floor = self._noise_floor(var)
-            W, psi, n_iter, hist = fit_profile(S, q, np.maximum(var, SMALL), floor=floor,
-                                               tol=self.tol, max_iter=self.max_iter,
-                                               name=type(self).__name__)
+            n_warm, hist0, psi0 = 0, [], np.maximum(var, SMALL)
+            if q and self.PROFILE_WARM_MAPS:
+                # warm start: a few EM + SQUAREM maps from EM's random start, on S (O(D^2 q)
+                # each). They pick the basin EM converges to; from psi = diag(S) alone the profile
+                # iteration ends at a lower local maximum on MNIST-5k (2137.37 against EM's
+                # 2142.66 nats/image: EM's optimum has the pixels that are non-zero in one image
+                # only, three in the same image, at the floor). README, "Linear-Gaussian models".
+                W0, psi0 = self._init(var, D, q)
+                _, psi0, _, n_warm, hist0 = self._fit_em(
+                    _em_map(CovarianceData(S, N, mean)), W0, psi0, mean,
+                    max_iter=self.PROFILE_WARM_MAPS, warn=False)
+            W, psi, n_iter, hist = fit_profile(S, q, psi0, floor=floor, tol=self.tol,
+                                               max_iter=self.max_iter, name=type(self).__name__)
+            n_iter, hist = n_warm + n_iter, hist0 + hist
         else:
             W, psi, mean, n_iter, hist = self._em(X, q, nan)
         W = self._orient(W, psi)

@@ -3,6 +3,8 @@ step, so that the EM driver (``em.py``) and the estimators never ask what X is.
 
 - :class:`CompleteData`: a numpy or cupy array without missing values (the products over rows
   run on X's device, block by block on centred float64 copies);
+- :class:`CovarianceData`: complete data summarised by its D x D covariance (EM maps in
+  O(D^2 q), no pass over the rows: the profile-likelihood fit's warm start);
 - :class:`DaskData`: a dask array, chunk by chunk on the active dask scheduler (threads by
   default, a dask.distributed cluster when a Client is active), reduced to (D, q) and (q, q)
   sums; no chunk is held longer than its own task;
@@ -22,7 +24,7 @@ from ...lowrank import (LOG_2PI, block_buffer, centred_blocks, woodbury_blocks, 
                         woodbury_posterior)
 from ...ops import backend_of, is_dask
 
-__all__ = ["CompleteData", "DaskData", "MissingData", "is_dask", "complete_partials",
+__all__ = ["CompleteData", "CovarianceData", "DaskData", "MissingData", "is_dask", "complete_partials",
            "centred_gram", "missingness_groups", "GROUP_MIN_ROWS"]
 
 
@@ -85,6 +87,25 @@ class CompleteData:
 
     def partials(self, fac):
         return complete_partials(self.X, self.mean, fac, self._buf)
+
+
+class CovarianceData:
+    """Complete data known through its centred covariance S (D x D, float64, host) and N: the
+    E-step sums of :func:`complete_partials` are quadratic in the centred rows, so they follow
+    from S alone (with G = N S Psi^-1 W and E = R Psi^-1 W M^-1: sum R^T E = G M^-1,
+    sum E^T E = M^-1 H M^-1 and sum b^T M^-1 b = tr(M^-1 H), H = W^T Psi^-1 G), O(D^2 q) per EM
+    map instead of O(N D q)."""
+
+    def __init__(self, S, N, mean):
+        self.S = np.asarray(S, np.float64)
+        self.N, self.D = int(N), self.S.shape[0]
+        self.mean = np.asarray(mean, np.float64)
+        self.colsq = self.N * np.diag(self.S).copy()
+
+    def partials(self, fac):
+        G = self.N * (self.S @ fac.Wp)  # D, q
+        H = fac.Wp.T @ G  # q, q
+        return G @ fac.Minv, fac.Minv @ H @ fac.Minv, float((fac.Minv * H).sum())
 
 
 class DaskData:

@@ -128,6 +128,49 @@ def test_compare_estep_shares_the_grid_and_checks_the_budget(tmp_path):
     assert "still rising" in conclusion([exp])
 
 
+def test_compare_estep_resumes_from_kept_runs(tmp_path):
+    """A study stopped part-way resumes: finished runs (numbers, final model, half-budget copy)
+    are read back instead of run again; a missing run is run; other settings run everything."""
+    from lgm.front.data import embedded
+    from lgm.front.study import compare_estep
+
+    ds = embedded(binarize=True, dtype=np.float32)
+    ds = ds._replace(X_train=ds.X_train[:300])
+    kw = dict(seeds=(0,), n_evals=2, out_dir=tmp_path, data=ds, n_final=4, n_test=8, eval_steps=4,
+              ais_kw=dict(n_chains=2, n_temps=5), n_samples_curve=4, gaps=2,
+              run_dir=tmp_path / "runs", say=lambda *a: None)
+    first = compare_estep("mnist-mlp", budget_s=0.3, **kw)
+    assert first.kept == 0 and sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == [
+        f"{n}-seed0.json" for n in sorted(first.runs)]
+    other = next(n for n in first.runs if n != first.best and n != "amortized")
+    (tmp_path / "runs" / f"{other}-seed0.json").unlink()  # as if killed during that run
+    said = []
+    again = compare_estep("mnist-mlp", budget_s=0.3, **{**kw, "say": said.append})
+    assert again.kept == 3 and "3 of 4 runs were kept" in again.md
+    assert any(m.startswith("3 of 4 runs kept from") for m in said)
+    for n, rs in first.runs.items():
+        if n != other:
+            assert [r.heldout for r in again.runs[n]] == [r.heldout for r in rs]
+            assert again.finals[n] == first.finals[n]
+    if again.best == first.best:  # the half-budget AIS of the kept snapshots, same seeds
+        assert again.half_finals == first.half_finals
+    g0, g1 = first.gaps[0][2], again.gaps[0][2]  # the kept amortized model's gaps
+    np.testing.assert_array_equal(g0.elbo_amortized, g1.elbo_amortized)
+    assert compare_estep("mnist-mlp", budget_s=0.2, **kw).kept == 0  # another budget
+
+
+def test_estep_bench_resume(tmp_path):
+    from lgm.front.study import estep_bench
+
+    out = estep_bench(out=tmp_path / "eb", experiments=("ppca",), budget=0.2, seeds=(0,),
+                      say=lambda *a: None)
+    assert "were kept" not in (out / "estep.md").read_text()
+    estep_bench(out=out, experiments=("ppca",), budget=0.2, seeds=(0,), resume=True,
+                say=lambda *a: None)
+    assert "5 of 5 runs were kept" in (out / "estep.md").read_text()
+    assert not (tmp_path / "eb-2").exists()
+
+
 def test_scaling_study_small(tmp_path):
     from lgm.front.data import embedded
     from lgm.front.study import conclusion, scaling_study
@@ -148,7 +191,7 @@ def test_scaling_study_small(tmp_path):
 
 
 @pytest.mark.parametrize("args,what", [(["--seeds", "0"], "--seeds"), (["--budget", "-1"], "--budget"),
-                                       (["--max-n", "10"], "--max-n")])
+                                       (["--max-n", "10"], "--max-n"), (["--resume"], "--resume")])
 def test_estep_bench_user_errors_are_one_line(tmp_path, args, what):
     from conftest import one_line_error, run_lgm
 

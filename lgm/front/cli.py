@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lgm.io import write_atomic
 
@@ -88,10 +89,13 @@ def cmd_estep_bench(args):
         raise UsageError(f"--budget: expected a positive number of seconds, got {args.budget:g}")
     if args.max_n is not None and args.max_n < 1000:
         raise UsageError(f"--max-n: expected at least 1000, got {args.max_n}")
+    if args.resume and not (Path(args.out) / "runs").is_dir():
+        raise UsageError(f"--resume: {args.out} is not the folder of a study (no runs/ in it); "
+                         "give its folder with --out")
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
                 seeds=tuple(range(seeds)), quick=args.quick, max_n=args.max_n,
-                command=args.command_line, created=args.created)
+                command=args.command_line, created=args.created, resume=args.resume)
     return 0
 
 
@@ -191,7 +195,12 @@ def parser():
     e.add_argument("--quick", action="store_true", help="a few minutes: short budgets, small "
                                                         "evaluations, N up to 10^4; labelled quick")
     e.add_argument("--max-n", type=int, help="scaling: the largest N (default 10^6, --quick 10^4)")
-    e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it exists)")
+    e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it "
+                                                             "exists, unless --resume)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue the study in the folder --out: every finished run is kept "
+                        "there (runs/), and only the missing ones (or those made with other "
+                        "settings) run; the scaling experiment runs again")
     e.set_defaults(fn=cmd_estep_bench)
     f = sub.add_parser("fit", help="fit a model to a data file (.npy, .npz, .csv, MNIST IDX)",
                        formatter_class=fmt)
@@ -255,8 +264,14 @@ def main(argv=None):
 def _after_interrupt(args, created):
     """What an interrupted command leaves: folders it made are removed while still empty (and
     said so), partial reports are named; files are only ever written whole (atomically)."""
-    from pathlib import Path
-
+    if args.cmd == "estep-bench":
+        study = Path(created[0]) if created else Path(args.out)
+        runs = study / "runs"
+        if runs.is_dir() and any(runs.iterdir()):
+            return (f"the finished runs are kept in {runs}; `lgm estep-bench --resume --out "
+                    f"{study}` (with the same options) continues the study")
+        if created and runs.is_dir():
+            runs.rmdir()  # no run finished: the folder is empty again, removed below
     kept, removed = [], []
     for d in created:
         d = Path(d)

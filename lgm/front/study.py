@@ -80,6 +80,7 @@ class Experiment:
     best: str = ""
     gain: float = float("nan")  # the best strategy's gain over the last doubling
     half_finals: list = None  # its final-method scores at half the budget, per seed
+    kept: int = 0  # runs kept from an earlier, stopped run of the study (compare_estep's run_dir)
     md: str = ""
     picture: str = ""
 
@@ -128,17 +129,78 @@ def _setup(experiment, data, n_test):
                 title=f"{ds.name} (binarised), {arch}")
 
 
+# a finished run of compare_estep, kept on disk so that a study killed or stopped part-way
+# resumes where it was (`lgm estep-bench --resume`): <run_dir>/<strategy>-seed<k>.json (the
+# RunResult's numbers and the settings that made it, written last, atomically), and beside it
+# the trained model and, for the AIS budget check, its copy at half the budget (.npz, no pickle)
+_RUN_FIELDS = ("grid", "times", "epochs", "step_seconds", "heldout", "final", "iterations",
+               "train_seconds", "state_bytes", "stats")
+
+
+def _run_paths(run_dir, name, seed):
+    stem = Path(run_dir) / f"{name}-seed{seed}"
+    return (stem.with_suffix(".json"), Path(f"{stem}.model.npz"), Path(f"{stem}.half.npz"))
+
+
+def _save_run(run_dir, r, settings, model):
+    js, final_npz, half_npz = _run_paths(run_dir, r.strategy, r.seed)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        model.save(final_npz)
+        for k, m in r.snapshots.items():
+            m.save(half_npz, extra={"grid_index": np.array(k)})
+    rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings,
+           **{k: getattr(r, k) for k in _RUN_FIELDS}}
+    write_atomic(js, json.dumps(rec))
+
+
+def _load_run(run_dir, name, seed, settings, say):
+    """The kept run (RunResult with its half-budget snapshot, and the final model or None) if
+    it was made with the same settings, else None (it is then run again and replaced)."""
+    from ..estep import RunResult
+    from ..io import load_npz
+    from ..models.vae import load_model
+
+    js, final_npz, half_npz = _run_paths(run_dir, name, seed)
+    if not js.exists():
+        return None
+    try:
+        rec = json.loads(js.read_text())
+    except (OSError, ValueError):
+        say(f"{js}: unreadable, running {name} seed {seed} again")
+        return None
+    if rec.get("settings") != json.loads(json.dumps(settings)):
+        say(f"{js}: made with other settings, running {name} seed {seed} again")
+        return None
+    r = RunResult(name, seed, **{k: rec[k] for k in _RUN_FIELDS})
+    model = None
+    try:
+        if final_npz.exists():
+            model = load_model(final_npz)
+        if half_npz.exists():
+            r.snapshots[int(load_npz(half_npz)["grid_index"])] = load_model(half_npz)
+    except ValueError as exc:
+        say(f"{exc}; running {name} seed {seed} again")
+        return None
+    return r, model
+
+
 def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=None,
                   final="ais", n_final=200, ais_kw=None, n_samples_final=1000,
                   n_samples_curve=100, n_test=200, eval_steps=100, gaps=0, gaps_ais_kw=None,
-                  say=print):
+                  run_dir=None, say=print):
     """Run every applicable strategy of ``experiment`` ("ppca", "mnist", "mnist-mlp") for
     ``budget_s`` seconds of training per seed, evaluated on one time grid shared by all;
     score the final models (exact for ppca; else AIS on the first ``n_final`` test images, or
     IWAE with each strategy's proposal when ``final="iwae"``); with ``gaps`` > 0, the inference
     gaps of the amortized decoder (seed 0) on that many training and test images (AIS with
     ``gaps_ais_kw``, default ``ais_kw``); write the
-    picture and return an :class:`Experiment` (its ``md`` is the section's Markdown)."""
+    picture and return an :class:`Experiment` (its ``md`` is the section's Markdown).
+
+    ``run_dir``: a folder where every finished (strategy, seed) run is kept (its numbers, its
+    final model and its half-budget copy); a run found there, made with the same settings, is
+    not run again, so a study stopped part-way resumes (the kept runs' timings are from the
+    session that made them)."""
     from . import report
     from ..estep import ais_log_likelihood, inference_gaps, last_doubling_gain, run_strategy, time_grid
 
@@ -148,26 +210,42 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
     linear = experiment == "ppca"
     method = "exact" if linear else ("AIS" if final == "ais" else "IWAE")
-    runs, gap_model = {n: [] for n in names}, None
+    runs, gap_model, n_kept = {n: [] for n in names}, None, 0
     bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
     skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
+    from .. import __version__
+
+    settings = {"experiment": experiment, "title": cfg["title"], "data": [list(Xtr.shape), list(Xte.shape)],
+                "budget_s": budget_s, "grid": grid, "strategy_kw": skw, "lr": cfg["lr"],
+                "batch_size": 128, "n_samples_curve": n_samples_curve, "final": method,
+                "n_final": n_final, "ais_kw": ais_kw, "n_samples_final": n_samples_final,
+                "lgm": __version__}
     for seed in seeds:
         for n in names:
             bar.set_postfix_str(f"{n}, seed {seed}")
-            model = cfg["make"](seed)
-            r = run_strategy(n, model, Xtr, Xte, grid=grid, budget_s=budget_s, seed=seed,
-                             strategy_kw=skw, lr=cfg["lr"], batch_size=128,
-                             n_samples_curve=n_samples_curve,
-                             n_samples_final=0 if final == "ais" else n_samples_final,
-                             snapshot_at=(-2,) if method == "AIS" and len(grid) > 1 else ())
-            if method == "AIS":
-                r.final = float(np.mean(ais_log_likelihood(model, Xte[:n_final], seed=seed, **ais_kw).log_px))
+            kept = _load_run(run_dir, n, seed, settings, say) if run_dir is not None else None
+            if kept is not None:
+                r, model = kept
+                n_kept += 1
+            else:
+                model = cfg["make"](seed)
+                r = run_strategy(n, model, Xtr, Xte, grid=grid, budget_s=budget_s, seed=seed,
+                                 strategy_kw=skw, lr=cfg["lr"], batch_size=128,
+                                 n_samples_curve=n_samples_curve,
+                                 n_samples_final=0 if final == "ais" else n_samples_final,
+                                 snapshot_at=(-2,) if method == "AIS" and len(grid) > 1 else ())
+                if method == "AIS":
+                    r.final = float(np.mean(ais_log_likelihood(model, Xte[:n_final], seed=seed, **ais_kw).log_px))
+                if run_dir is not None:
+                    _save_run(run_dir, r, settings, None if linear else model)
             runs[n].append(r)
             if seed == seeds[0] and n == "amortized":
                 gap_model = model  # its inference gaps, below
             bar.update(1)
     bar.close()
-    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll)
+    if n_kept:
+        say(f"{n_kept} of {len(names) * len(seeds)} runs kept from {run_dir} (not run again)")
+    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll, kept=n_kept)
     exp.best = max(names, key=exp.mean_final)
     if method == "AIS" and len(grid) > 1:
         # the budget check by the proposal-free score: AIS of the best strategy's models at
@@ -237,7 +315,10 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
              f"{exp.budget_s:g} s of training per strategy and seed; held-out scores at the shared "
              f"times {', '.join(f'{g:g}' for g in exp.grid)} s; "
              + (f"seeds {list(seeds)} (mean ± sd over seeds)" if len(seeds) > 1 else f"seed {seeds[0]}")
-             + f"; final score: {est[exp.final_method]}.", "",
+             + f"; final score: {est[exp.final_method]}."
+             + (f" {exp.kept} of {sum(map(len, exp.runs.values()))} runs were kept from an earlier, "
+                "stopped run of the study (`--resume`; each run's timing is from the session that "
+                "made it)." if exp.kept else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, rs in exp.runs.items():
         row = [n, spread(exp.finals[n])]
@@ -450,15 +531,25 @@ def conclusion(exps, scaling=None, quick=False):
 
 def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scaling", "mnist"),
                 budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
-                command=None, created=None):
+                command=None, created=None, resume=False):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder
-    (estep.md). ``quick``: short budgets and small evaluations, labelled as such."""
+    (estep.md). ``quick``: short budgets and small evaluations, labelled as such. Every
+    finished run of the strategy comparisons is kept under ``out/runs/<experiment>/``;
+    ``resume``: write into the existing folder ``out`` and run only what is not kept there
+    with the same settings (the scaling experiment runs again)."""
     from .bench import openblas_kernels
     from .data import embedded
     from .report import fresh_dir
 
     t0 = time.perf_counter()
-    out = fresh_dir(out, say, created)
+    if resume:
+        out = Path(out)
+        if not (out / "runs").is_dir():
+            raise FileNotFoundError(f"resume: {out} is not the folder of a study (no runs/ in it)")
+        say(f"resuming the study in {out}")
+    else:
+        out = fresh_dir(out, say, created)
+        (out / "runs").mkdir()  # the kept runs: `--resume` recognises a study's folder by it
     q = 1 if quick else 0
     cmd = command or ("lgm estep-bench" + (" --quick" if quick else ""))
     md = ["# E-step strategies: the study", "",
@@ -492,7 +583,7 @@ def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scalin
                             eval_steps=20 if quick else (50 if conv else 100),
                             gaps=(10 if quick else (50 if conv else 100)),
                             gaps_ais_kw=None if quick else {"n_temps": 200 if conv else 500},
-                            say=say)
+                            run_dir=out / "runs" / e, say=say)
         exps.append(exp)
         md += [exp.md, ""]
         say(exp.md)

@@ -213,3 +213,43 @@ def test_vae_train_reads_a_dask_or_memory_mapped_x_by_minibatch(tmp_path):
     for hist, params in out[1:]:
         assert hist == out[0][0]
         np.testing.assert_array_equal(params, out[0][1])
+
+
+def test_dynamic_binarization_draws_fresh_bernoulli_rows():
+    from lgm.models.training import DynamicBinarization, take_rows
+
+    P = np.random.default_rng(0).uniform(0, 1, (40, 30)).astype(np.float32)
+    P[0] = 0.0
+    P[1] = 1.0
+    X = DynamicBinarization(P, seed=3)
+    a, b = take_rows(X, [0, 1, 2, 3]), take_rows(X, [0, 1, 2, 3])
+    assert a.dtype == np.float32 and set(np.unique(a)) <= {0.0, 1.0}
+    assert np.all(a[0] == 0) and np.all(a[1] == 1) and not np.array_equal(a[2:], b[2:])
+    draws = np.stack([take_rows(X, None) for _ in range(2000)])  # each row, 2000 Bernoulli draws
+    z = (draws.mean(0) - P) / np.sqrt(np.maximum(P * (1 - P), 1e-12) / 2000)
+    assert np.abs(z[2:]).max() < 5.5, np.abs(z[2:]).max()  # 1140 z-scores: max ~ 3.5 expected
+    again = DynamicBinarization(P, seed=3)
+    np.testing.assert_array_equal(again[:4], a)  # a fixed seed draws the same images
+    assert X.shape == (40, 30) and len(X) == 40 and X[5:9].shape == (4, 30)
+    for bad, what in ((P[0], "2-D"), (P.astype(np.int64), "2-D float32"), (P * 2, "in \\[0, 1\\]")):
+        with pytest.raises((TypeError, ValueError), match=what):
+            DynamicBinarization(bad)
+
+
+def test_compare_estep_dynamic_binarization(tmp_path):
+    from lgm.front.data import embedded
+    from lgm.front.study import compare_estep
+
+    grey = embedded(binarize=False, dtype=np.float32)
+    grey = grey._replace(X_train=grey.X_train[:300])
+    kw = dict(seeds=(0,), n_evals=2, out_dir=tmp_path, n_final=4, n_test=8, eval_steps=4,
+              ais_kw=dict(n_chains=2, n_temps=5), n_samples_curve=4, run_dir=tmp_path / "runs",
+              budget_s=0.2, say=lambda *a: None)
+    exp = compare_estep("mnist-mlp", data=grey, binarize="dynamic", **kw)
+    assert "dynamically binarised" in exp.title and exp.kept == 0
+    assert all(np.isfinite(r.final) and r.iterations > 0 for rs in exp.runs.values() for r in rs)
+    binary = embedded(binarize=True, dtype=np.float32)
+    binary = binary._replace(X_train=binary.X_train[:300])
+    assert compare_estep("mnist-mlp", data=binary, **kw).kept == 0  # other settings: run again
+    with pytest.raises(ValueError, match="binarize"):
+        compare_estep("mnist-mlp", data=grey, binarize="yes", **kw)

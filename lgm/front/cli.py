@@ -95,7 +95,8 @@ def cmd_estep_bench(args):
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
                 seeds=tuple(range(seeds)), quick=args.quick, max_n=args.max_n,
-                command=args.command_line, created=args.created, resume=args.resume)
+                command=args.command_line, created=args.created, resume=args.resume,
+                binarize=args.binarize)
     return 0
 
 
@@ -197,6 +198,10 @@ def parser():
     e.add_argument("--max-n", type=int, help="scaling: the largest N (default 10^6, --quick 10^4)")
     e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it "
                                                              "exists, unless --resume)")
+    e.add_argument("--binarize", choices=("static", "dynamic"), default="static",
+                   help="the MNIST experiments' training images: binarised once at 0.5 (static) "
+                        "or drawn anew as Bernoulli(grey level) at every read (dynamic, as Burda "
+                        "et al. 2016; less overfitting of the 4000 images)")
     e.add_argument("--resume", action="store_true",
                    help="continue the study in the folder --out: every finished run is kept "
                         "there (runs/), and only the missing ones (or those made with other "

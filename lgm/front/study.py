@@ -104,7 +104,12 @@ class Experiment:
         return self.checked and self.gain < FLAT_NATS
 
 
-def _setup(experiment, data, n_test):
+def _binary_once(X, seed):
+    """One seeded Bernoulli draw of grey-level images (a fixed binarised set)."""
+    return (np.random.default_rng(seed).random(X.shape, dtype=X.dtype) < X).astype(X.dtype)
+
+
+def _setup(experiment, data, n_test, binarize="static"):
     from ..models.vae import conv_vae, linear_vae, mlp_vae
 
     if experiment == "ppca":
@@ -124,6 +129,16 @@ def _setup(experiment, data, n_test):
     else:
         make = lambda s: mlp_vae(D=ds.X_train.shape[1], hidden=400, latent_dim=16, seed=s)  # noqa: E731
         arch = "MLP decoder 784-400-16"
+    if binarize == "dynamic":
+        # grey levels in: training images drawn anew at every read (per run seed), the
+        # held-out and gap images binarised once by a fixed draw (Burda et al. 2016)
+        from ..models.training import DynamicBinarization
+
+        return dict(names=("mcmc", "meanfield", "amortized", "iwae"),
+                    Xtr=_binary_once(ds.X_train, 1), Xte=_binary_once(ds.X_test[:n_test], 2),
+                    train=lambda s: DynamicBinarization(ds.X_train, seed=10_000 + s),
+                    opt_ll=None, make=make, lr=1e-3,
+                    title=f"{ds.name} (dynamically binarised), {arch}")
     return dict(names=("mcmc", "meanfield", "amortized", "iwae"), Xtr=ds.X_train,
                 Xte=ds.X_test[:n_test], opt_ll=None, make=make, lr=1e-3,
                 title=f"{ds.name} (binarised), {arch}")
@@ -188,7 +203,7 @@ def _load_run(run_dir, name, seed, settings, say):
 def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=None,
                   final="ais", n_final=200, ais_kw=None, n_samples_final=1000,
                   n_samples_curve=100, n_test=200, eval_steps=100, gaps=0, gaps_ais_kw=None,
-                  run_dir=None, say=print):
+                  run_dir=None, binarize="static", say=print):
     """Run every applicable strategy of ``experiment`` ("ppca", "mnist", "mnist-mlp") for
     ``budget_s`` seconds of training per seed, evaluated on one time grid shared by all;
     score the final models (exact for ppca; else AIS on the first ``n_final`` test images, or
@@ -200,11 +215,18 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     ``run_dir``: a folder where every finished (strategy, seed) run is kept (its numbers, its
     final model and its half-budget copy); a run found there, made with the same settings, is
     not run again, so a study stopped part-way resumes (the kept runs' timings are from the
-    session that made them)."""
+    session that made them).
+
+    ``binarize`` (the MNIST experiments): "static", ``data`` is already binary (binarised once);
+    "dynamic", ``data`` holds grey levels in [0, 1] and every run reads its training images as
+    fresh Bernoulli draws (:class:`lgm.models.training.DynamicBinarization`), the test images
+    binarised once by a fixed draw."""
     from . import report
     from ..estep import ais_log_likelihood, inference_gaps, last_doubling_gain, run_strategy, time_grid
 
-    cfg = _setup(experiment, data, n_test)
+    if binarize not in ("static", "dynamic"):
+        raise ValueError(f"binarize must be 'static' or 'dynamic', got {binarize!r}")
+    cfg = _setup(experiment, data, n_test, binarize)
     names, Xtr, Xte, opt_ll = cfg["names"], cfg["Xtr"], cfg["Xte"], cfg["opt_ll"]
     grid = time_grid(budget_s, n_evals)
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
@@ -219,7 +241,9 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                 "budget_s": budget_s, "grid": grid, "strategy_kw": skw, "lr": cfg["lr"],
                 "batch_size": 128, "n_samples_curve": n_samples_curve, "final": method,
                 "n_final": n_final, "ais_kw": ais_kw, "n_samples_final": n_samples_final,
-                "lgm": __version__}
+                "lgm": __version__,
+                # (named only when dynamic: runs kept before the option existed stay valid)
+                **({"binarize": binarize} if binarize != "static" else {})}
     for seed in seeds:
         for n in names:
             bar.set_postfix_str(f"{n}, seed {seed}")
@@ -229,7 +253,8 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                 n_kept += 1
             else:
                 model = cfg["make"](seed)
-                r = run_strategy(n, model, Xtr, Xte, grid=grid, budget_s=budget_s, seed=seed,
+                r = run_strategy(n, model, cfg["train"](seed) if "train" in cfg else Xtr, Xte,
+                                 grid=grid, budget_s=budget_s, seed=seed,
                                  strategy_kw=skw, lr=cfg["lr"], batch_size=128,
                                  n_samples_curve=n_samples_curve,
                                  n_samples_final=0 if final == "ais" else n_samples_final,
@@ -531,12 +556,14 @@ def conclusion(exps, scaling=None, quick=False):
 
 def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scaling", "mnist"),
                 budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
-                command=None, created=None, resume=False):
+                command=None, created=None, resume=False, binarize="static"):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder
     (estep.md). ``quick``: short budgets and small evaluations, labelled as such. Every
     finished run of the strategy comparisons is kept under ``out/runs/<experiment>/``;
     ``resume``: write into the existing folder ``out`` and run only what is not kept there
-    with the same settings (the scaling experiment runs again)."""
+    with the same settings (the scaling experiment runs again). ``binarize``: the MNIST
+    experiments' training images binarised once ("static") or drawn anew at every read
+    ("dynamic"; see :func:`compare_estep`)."""
     from .bench import openblas_kernels
     from .data import embedded
     from .report import fresh_dir
@@ -557,6 +584,8 @@ def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scalin
              "conclusions.", ""] if quick else []),
           f"Command: `{cmd}`; machine: {os.cpu_count()} CPUs; {openblas_kernels()}.", ""]
     data = embedded(binarize=True, dtype=np.float32, warn=say) if set(experiments) - {"ppca"} else None
+    grey = (embedded(binarize=False, dtype=np.float32, warn=lambda *a: None)
+            if binarize == "dynamic" and set(experiments) & {"mnist", "mnist-mlp"} else None)
     ais_kw = dict(n_chains=4, n_temps=30) if quick else dict(n_chains=8, n_temps=100)
     exps, scaling = [], None
     for e in experiments:
@@ -575,7 +604,8 @@ def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scalin
             write_atomic(out / "estep.md", "\n".join(md) + "\n(the study is still running)\n")
             continue
         conv = e == "mnist"  # the conv decoder costs ~15x the MLP per image: smaller evaluations
-        exp = compare_estep(e, budget_s=b, seeds=seeds, n_evals=N_EVALS[e][q], out_dir=out, data=data,
+        exp = compare_estep(e, budget_s=b, seeds=seeds, n_evals=N_EVALS[e][q], out_dir=out,
+                            data=grey if grey is not None else data, binarize=binarize,
                             final="ais", ais_kw=ais_kw,
                             n_final=(20 if quick else (50 if conv else 200)),
                             n_samples_curve=20 if quick else 100,

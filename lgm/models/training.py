@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ops import backend_of, is_dask
 
-__all__ = ["LoopState", "minibatch_loop", "as_index", "take_rows"]
+__all__ = ["LoopState", "minibatch_loop", "as_index", "take_rows", "DynamicBinarization"]
 
 
 @dataclass
@@ -90,11 +90,53 @@ def as_index(X, idx):
     return None if idx is None else backend_of(X).xp.asarray(idx)
 
 
+class DynamicBinarization:
+    """Grey levels P in [0, 1] (N, D) read as fresh binary images every time rows are taken:
+    x ~ Bernoulli(P), a new draw per read (dynamic binarisation, Burda et al. 2016; it keeps a
+    Bernoulli decoder from memorising one binarisation of a small training set). The E-step
+    strategies (``lgm.estep.run_strategy``) take it as their X_train: they read rows through
+    ``take_rows`` (indexing rows also draws), so every epoch sees new images. Draws come from its own generator seeded by ``seed``: a fixed seed gives the
+    same images in the same order twice.
+
+    Parameters
+    ----------
+    P : numpy array (N, D) of float32 or float64, values in [0, 1] — the probabilities (the
+        images scaled to [0, 1]); its dtype is the images'.
+    seed : int.
+    """
+
+    def __init__(self, P, seed=0):
+        if not isinstance(P, np.ndarray) or P.ndim != 2 or P.dtype not in (np.float32, np.float64):
+            raise TypeError("DynamicBinarization: expected P as a 2-D float32 or float64 numpy "
+                            f"array, got {type(P).__name__}"
+                            + (f" of shape {P.shape} and dtype {P.dtype}" if hasattr(P, "dtype") else ""))
+        if not bool(np.all((P >= 0) & (P <= 1))):
+            raise ValueError("DynamicBinarization: expected P in [0, 1] (images scaled to [0, 1]); "
+                             "found values outside, or NaN")
+        self.P = P
+        self.shape, self.dtype, self.ndim = P.shape, P.dtype, 2
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        p = self.P[rows]
+        return (self.rng.random(p.shape, dtype=p.dtype) < p).astype(p.dtype)
+
+    def take(self, idx):
+        """Fresh binary draws of the rows ``idx`` (host ints, or None for all)."""
+        return self[slice(None) if idx is None else np.asarray(idx)]
+
+
 def take_rows(X, idx):
     """The rows ``idx`` (host ints, or None for all) of X as an in-memory array on X's device:
     a numpy or cupy array is indexed, a memory-mapped .npy (np.memmap) is read (only those
-    rows), a dask array is computed (only the chunks holding those rows). This is how the
-    trainers read X by minibatch, so that X may be larger than memory."""
+    rows), a dask array is computed (only the chunks holding those rows), a
+    :class:`DynamicBinarization` draws new binary rows. This is how the trainers read X by
+    minibatch, so that X may be larger than memory."""
+    if isinstance(X, DynamicBinarization):
+        return X.take(idx)
     if is_dask(X):
         return np.asarray((X if idx is None else X[np.asarray(idx)]).compute())
     if isinstance(X, np.memmap):

@@ -176,7 +176,7 @@ def main(argv=None):
                     # EM: max_iter counts maps, one per history entry; the profile fit: L-BFGS-B
                     # iterations after its warm-start EM maps, so find the first max_iter that
                     # reaches the level, and time that fit
-                    m = int(reach[0]) + 1 if kw else 1
+                    m = int(reach[0]) + 1 if kw.get("method") == "em" else 1
                     while True:
                         t0 = time.perf_counter()
                         fit = lgm.FactorAnalysis(qf, random_state=0, max_iter=m, **kw).fit(Xf)

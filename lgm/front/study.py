@@ -106,7 +106,9 @@ class Experiment:
 
 def _binary_once(X, seed):
     """One seeded Bernoulli draw of grey-level images (a fixed binarised set)."""
-    return (np.random.default_rng(seed).random(X.shape, dtype=X.dtype) < X).astype(X.dtype)
+    from ..models.training import DynamicBinarization
+
+    return DynamicBinarization(X, seed).take(None)
 
 
 def _setup(experiment, data, n_test, binarize="static"):
@@ -162,8 +164,9 @@ def _save_run(run_dir, r, settings, model):
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if model is not None:
         model.save(final_npz)
-        for k, m in r.snapshots.items():
-            m.save(half_npz, extra={"grid_index": np.array(k)})
+        if r.snapshots:  # compare_estep keeps one: the model at half the budget
+            (k, half), = r.snapshots.items()
+            half.save(half_npz, extra={"grid_index": np.array(k)})
     rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings,
            **{k: getattr(r, k) for k in _RUN_FIELDS}}
     write_atomic(js, json.dumps(rec))

@@ -95,8 +95,9 @@ class DynamicBinarization:
     x ~ Bernoulli(P), a new draw per read (dynamic binarisation, Burda et al. 2016; it keeps a
     Bernoulli decoder from memorising one binarisation of a small training set). The E-step
     strategies (``lgm.estep.run_strategy``) take it as their X_train: they read rows through
-    ``take_rows`` (indexing rows also draws), so every epoch sees new images. Draws come from its own generator seeded by ``seed``: a fixed seed gives the
-    same images in the same order twice.
+    ``take_rows`` (indexing rows also draws), so every epoch sees new images. Draws come from
+    its own generator seeded by ``seed``: a fixed seed gives the same images in the same order
+    twice.
 
     Parameters
     ----------

@@ -4,6 +4,7 @@ held-out scoring of dask arrays block by block, and the study's pieces end to en
 budgets."""
 
 import gc
+import json
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from lgm.estep import (FLAT_NATS, last_doubling_gain, make_strategy, per_point_array,
                        run_strategy, time_grid)
+from lgm.front.bench import cpu_name
 from lgm.models.vae import mlp_vae
 
 
@@ -129,8 +131,9 @@ def test_compare_estep_shares_the_grid_and_checks_the_budget(tmp_path):
 
 
 def test_compare_estep_resumes_from_kept_runs(tmp_path):
-    """A study stopped part-way resumes: finished runs (numbers, final model, half-budget copy)
-    are read back instead of run again; a missing run is run; other settings run everything."""
+    """A study stopped part-way resumes: finished runs (numbers, the half-budget AIS, final
+    model) are read back instead of run again; a missing run is run; other settings run
+    everything; the .json files alone suffice, except for the gap model (amortized seed 0)."""
     from lgm.front.data import embedded
     from lgm.front.study import compare_estep
 
@@ -152,10 +155,23 @@ def test_compare_estep_resumes_from_kept_runs(tmp_path):
         if n != other:
             assert [r.heldout for r in again.runs[n]] == [r.heldout for r in rs]
             assert again.finals[n] == first.finals[n]
-    if again.best == first.best:  # the half-budget AIS of the kept snapshots, same seeds
+    assert all(np.isfinite(r.half_final) for rs in first.runs.values() for r in rs)
+    if again.best == first.best:  # the kept runs' half-budget AIS, read back
         assert again.half_finals == first.half_finals
     g0, g1 = first.gaps[0][2], again.gaps[0][2]  # the kept amortized model's gaps
     np.testing.assert_array_equal(g0.elbo_amortized, g1.elbo_amortized)
+    rec = json.loads((tmp_path / "runs" / "iwae-seed0.json").read_text())
+    assert rec["machine"] == cpu_name() and np.isfinite(rec["half_final"])
+    # the numbers travel as .json: without the other models the study resumes as before ...
+    for p in (tmp_path / "runs").glob("*.model.npz"):
+        if p.name != "amortized-seed0.model.npz":
+            p.unlink()
+    third = compare_estep("mnist-mlp", budget_s=0.3, **kw)
+    assert third.kept == 4 and third.finals == again.finals and third.half_finals == again.half_finals
+    # ... but the inference gaps need the amortized model, and say so
+    (tmp_path / "runs" / "amortized-seed0.model.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="amortized-seed0.model.npz"):
+        compare_estep("mnist-mlp", budget_s=0.3, **kw)
     assert compare_estep("mnist-mlp", budget_s=0.2, **kw).kept == 0  # another budget
 
 

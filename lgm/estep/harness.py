@@ -65,6 +65,7 @@ class RunResult:
     step_seconds: list = field(default_factory=list)  # wall time of every timed iteration
     heldout: list = field(default_factory=list)  # held-out log-likelihood (S = n_samples_curve)
     final: float = float("nan")  # held-out log-likelihood at the end (S = n_samples_final)
+    half_final: float = float("nan")  # the same score at half the budget, where it was made
     iterations: int = 0
     train_seconds: float = 0.0
     state_bytes: int = 0

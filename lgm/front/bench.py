@@ -306,6 +306,20 @@ def openblas_kernels():
             f"{'=' + core + ' in the environment' if core else ' unset'})")
 
 
+def cpu_name():
+    """'<CPU model>, <n> logical CPUs' (from /proc/cpuinfo where there is one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
 def describe(torch=None):
     import numba
 
@@ -319,17 +333,8 @@ def describe(torch=None):
                          f"({i['num_threads']} thr)" for i in threadpool_info())
     except ImportError:  # pragma: no cover
         blas = "threadpoolctl not installed"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:  # pragma: no cover
-        pass
     return {
-        "cpu": f"{cpu}, {os.cpu_count()} logical CPUs",
+        "cpu": cpu_name(),
         "numba": f"numba {numba.__version__}, vectors: {VECTOR_WIDTH_INFO}",
         "numpy": f"numpy {np.__version__}",
         "torch": f"torch {torch.__version__}" if torch is not None else "torch not installed",

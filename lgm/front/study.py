@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_atomic
+from .bench import cpu_name
 from .progress import progress_bar
 
 EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
@@ -81,6 +82,7 @@ class Experiment:
     gain: float = float("nan")  # the best strategy's gain over the last doubling
     half_finals: list = None  # its final-method scores at half the budget, per seed
     kept: int = 0  # runs kept from an earlier, stopped run of the study (compare_estep's run_dir)
+    machines: list = field(default_factory=list)  # the CPUs the runs were made on
     md: str = ""
     picture: str = ""
 
@@ -148,38 +150,37 @@ def _setup(experiment, data, n_test, binarize="static"):
 
 # a finished run of compare_estep, kept on disk so that a study killed or stopped part-way
 # resumes where it was (`lgm estep-bench --resume`): <run_dir>/<strategy>-seed<k>.json (the
-# RunResult's numbers and the settings that made it, written last, atomically), and beside it
-# the trained model and, for the AIS budget check, its copy at half the budget (.npz, no pickle)
-_RUN_FIELDS = ("grid", "times", "epochs", "step_seconds", "heldout", "final", "iterations",
-               "train_seconds", "state_bytes", "stats")
+# RunResult's numbers, its AIS at half the budget for the budget check, the settings that made
+# it and the machine it ran on; written last, atomically), and beside it the trained model
+# (.npz, no pickle; a few hundred kB). The .json files alone carry a study's numbers: a folder
+# of them committed beside the results lets a study longer than one sitting resume elsewhere
+# (only the gap model, amortized seed 0, is needed as .npz)
+_RUN_FIELDS = ("grid", "times", "epochs", "step_seconds", "heldout", "final", "half_final",
+               "iterations", "train_seconds", "state_bytes", "stats")
 
 
 def _run_paths(run_dir, name, seed):
     stem = Path(run_dir) / f"{name}-seed{seed}"
-    return (stem.with_suffix(".json"), Path(f"{stem}.model.npz"), Path(f"{stem}.half.npz"))
+    return stem.with_suffix(".json"), Path(f"{stem}.model.npz")
 
 
 def _save_run(run_dir, r, settings, model):
-    js, final_npz, half_npz = _run_paths(run_dir, r.strategy, r.seed)
+    js, final_npz = _run_paths(run_dir, r.strategy, r.seed)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if model is not None:
         model.save(final_npz)
-        if r.snapshots:  # compare_estep keeps one: the model at half the budget
-            (k, half), = r.snapshots.items()
-            half.save(half_npz, extra={"grid_index": np.array(k)})
-    rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings,
+    rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings, "machine": cpu_name(),
            **{k: getattr(r, k) for k in _RUN_FIELDS}}
     write_atomic(js, json.dumps(rec))
 
 
 def _load_run(run_dir, name, seed, settings, say):
-    """The kept run (RunResult with its half-budget snapshot, and the final model or None) if
-    it was made with the same settings, else None (it is then run again and replaced)."""
+    """The kept run (RunResult, the final model or None, the machine it ran on) if it was made
+    with the same settings, else None (it is then run again and replaced)."""
     from ..estep import RunResult
-    from ..io import load_npz
     from ..models.vae import load_model
 
-    js, final_npz, half_npz = _run_paths(run_dir, name, seed)
+    js, final_npz = _run_paths(run_dir, name, seed)
     if not js.exists():
         return None
     try:
@@ -190,17 +191,15 @@ def _load_run(run_dir, name, seed, settings, say):
     if rec.get("settings") != json.loads(json.dumps(settings)):
         say(f"{js}: made with other settings, running {name} seed {seed} again")
         return None
-    r = RunResult(name, seed, **{k: rec[k] for k in _RUN_FIELDS})
+    r = RunResult(name, seed, **{k: rec[k] for k in _RUN_FIELDS if k in rec})
     model = None
     try:
         if final_npz.exists():
             model = load_model(final_npz)
-        if half_npz.exists():
-            r.snapshots[int(load_npz(half_npz)["grid_index"])] = load_model(half_npz)
     except ValueError as exc:
         say(f"{exc}; running {name} seed {seed} again")
         return None
-    return r, model
+    return r, model, rec.get("machine", "not recorded")
 
 
 def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=None,
@@ -235,7 +234,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
     linear = experiment == "ppca"
     method = "exact" if linear else ("AIS" if final == "ais" else "IWAE")
-    runs, gap_model, n_kept = {n: [] for n in names}, None, 0
+    runs, gap_model, n_kept, machines = {n: [] for n in names}, None, 0, []
     bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
     skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
     from .. import __version__
@@ -252,7 +251,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
             bar.set_postfix_str(f"{n}, seed {seed}")
             kept = _load_run(run_dir, n, seed, settings, say) if run_dir is not None else None
             if kept is not None:
-                r, model = kept
+                r, model, machine = kept
                 n_kept += 1
             else:
                 model = cfg["make"](seed)
@@ -264,32 +263,39 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                                  snapshot_at=(-2,) if method == "AIS" and len(grid) > 1 else ())
                 if method == "AIS":
                     r.final = float(np.mean(ais_log_likelihood(model, Xte[:n_final], seed=seed, **ais_kw).log_px))
+                    # the budget check's score, made now so that a kept run needs no model copy
+                    for half in r.snapshots.values():
+                        r.half_final = float(np.mean(ais_log_likelihood(
+                            half, Xte[:n_final], seed=seed, **ais_kw).log_px))
+                    r.snapshots.clear()
+                machine = cpu_name()
                 if run_dir is not None:
                     _save_run(run_dir, r, settings, None if linear else model)
             runs[n].append(r)
+            if machine not in machines:
+                machines.append(machine)
             if seed == seeds[0] and n == "amortized":
                 gap_model = model  # its inference gaps, below
             bar.update(1)
     bar.close()
     if n_kept:
         say(f"{n_kept} of {len(names) * len(seeds)} runs kept from {run_dir} (not run again)")
-    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll, kept=n_kept)
+    exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll, kept=n_kept,
+                     machines=machines)
     exp.best = max(names, key=exp.mean_final)
     if method == "AIS" and len(grid) > 1:
         # the budget check by the proposal-free score: AIS of the best strategy's models at
-        # half the budget (same images, same seeds) against the final AIS
-        say(f"budget check: AIS of the {exp.best} models at {grid[-2]:g} s")
-        half = [float(np.mean(ais_log_likelihood(r.snapshots[len(grid) - 2], Xte[:n_final],
-                                                 seed=r.seed, **ais_kw).log_px))
-                for r in runs[exp.best]]
-        exp.half_finals = half
-        exp.gain = last_doubling_gain(grid[-2:], [statistics.mean(half), exp.mean_final(exp.best)])
+        # half the budget (same images, same seeds) against the final AIS (NaN, "not checked",
+        # where a kept run has none)
+        exp.half_finals = [r.half_final for r in runs[exp.best]]
+        exp.gain = last_doubling_gain(grid[-2:], [statistics.mean(exp.half_finals),
+                                                  exp.mean_final(exp.best)])
     else:
         exp.gain = last_doubling_gain(grid, np.mean([r.heldout for r in runs[exp.best]], axis=0))
-    for rs in runs.values():
-        for r in rs:
-            r.snapshots.clear()
     gaps_ais_kw = {**ais_kw, **(gaps_ais_kw or {})}
+    if gaps and not linear and gap_model is None:
+        raise FileNotFoundError(f"the inference gaps need the amortized seed-{seeds[0]} model; the kept "
+                                f"run in {run_dir} has no {_run_paths(run_dir, 'amortized', seeds[0])[1].name}")
     if gaps and not linear:
         for part, X in (("train", Xtr[:gaps]), ("test", Xte[:gaps])):
             say(f"inference gaps: amortized decoder, {len(X)} {part} images")
@@ -316,7 +322,7 @@ def _raw(exp):
     """The experiment's numbers (what its table and picture are made of), as JSON-able data."""
     return {"experiment": exp.name, "title": exp.title, "budget_s": exp.budget_s, "grid": exp.grid,
             "final_method": exp.final_method, "opt_ll": exp.opt_ll, "best": exp.best,
-            "gain": exp.gain, "half_finals": exp.half_finals,
+            "gain": exp.gain, "half_finals": exp.half_finals, "machines": exp.machines,
             "runs": {n: [{"seed": r.seed, "times": r.times, "epochs": r.epochs, "heldout": r.heldout,
                           "final": r.final, "iterations": r.iterations,
                           "train_seconds": r.train_seconds, "state_bytes": r.state_bytes,
@@ -346,7 +352,9 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
              + f"; final score: {est[exp.final_method]}."
              + (f" {exp.kept} of {sum(map(len, exp.runs.values()))} runs were kept from an earlier, "
                 "stopped run of the study (`--resume`; each run's timing is from the session that "
-                "made it)." if exp.kept else ""), "",
+                "made it)." if exp.kept else "")
+             + (f" The runs were made on {len(exp.machines)} machines: {'; '.join(exp.machines)}."
+                if len(exp.machines) > 1 else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, rs in exp.runs.items():
         row = [n, spread(exp.finals[n])]

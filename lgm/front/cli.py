@@ -89,9 +89,6 @@ def cmd_estep_bench(args):
         raise UsageError(f"--budget: expected a positive number of seconds, got {args.budget:g}")
     if args.max_n is not None and args.max_n < 1000:
         raise UsageError(f"--max-n: expected at least 1000, got {args.max_n}")
-    if args.resume and not (Path(args.out) / "runs").is_dir():
-        raise UsageError(f"--resume: {args.out} is not the folder of a study (no runs/ in it); "
-                         "give its folder with --out")
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
                 seeds=tuple(range(seeds)), quick=args.quick, max_n=args.max_n,

@@ -584,7 +584,9 @@ def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scalin
     if resume:
         out = Path(out)
         if not (out / "runs").is_dir():
-            raise FileNotFoundError(f"resume: {out} is not the folder of a study (no runs/ in it)")
+            # (the command line prints this as its one-line error: one check for both)
+            raise FileNotFoundError(f"resume: {out} is not the folder of a study (no runs/ in it); "
+                                    "give that folder (lgm estep-bench --resume --out FOLDER)")
         say(f"resuming the study in {out}")
     else:
         out = fresh_dir(out, say, created)

@@ -166,8 +166,13 @@ def test_compare_estep_resumes_from_kept_runs(tmp_path):
     for p in (tmp_path / "runs").glob("*.model.npz"):
         if p.name != "amortized-seed0.model.npz":
             p.unlink()
+    # (and a run made on another CPU is named in the report)
+    rec["machine"] = "Another CPU, 64 logical CPUs"
+    (tmp_path / "runs" / "iwae-seed0.json").write_text(json.dumps(rec))
     third = compare_estep("mnist-mlp", budget_s=0.3, **kw)
     assert third.kept == 4 and third.finals == again.finals and third.half_finals == again.half_finals
+    assert "made on 2 machines" in third.md and "Another CPU, 64 logical CPUs" in third.md
+    assert "2 machines" not in again.md
     # ... but the inference gaps need the amortized model, and say so
     (tmp_path / "runs" / "amortized-seed0.model.npz").unlink()
     with pytest.raises(FileNotFoundError, match="amortized-seed0.model.npz"):

@@ -164,12 +164,12 @@ def _run_paths(run_dir, name, seed):
     return stem.with_suffix(".json"), Path(f"{stem}.model.npz")
 
 
-def _save_run(run_dir, r, settings, model):
+def _save_run(run_dir, r, settings, model, machine):
     js, final_npz = _run_paths(run_dir, r.strategy, r.seed)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if model is not None:
         model.save(final_npz)
-    rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings, "machine": cpu_name(),
+    rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings, "machine": machine,
            **{k: getattr(r, k) for k in _RUN_FIELDS}}
     rec["step_seconds"] = [round(t, 7) for t in r.step_seconds]  # 0.1 µs: a third of the bytes
     write_atomic(js, json.dumps(rec))
@@ -236,6 +236,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     linear = experiment == "ppca"
     method = "exact" if linear else ("AIS" if final == "ais" else "IWAE")
     runs, gap_model, n_kept, machines = {n: [] for n in names}, None, 0, []
+    here = cpu_name()  # the CPU this call's runs are made on (kept runs carry their own)
     bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
     skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
     from .. import __version__
@@ -269,9 +270,9 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                         r.half_final = float(np.mean(ais_log_likelihood(
                             half, Xte[:n_final], seed=seed, **ais_kw).log_px))
                     r.snapshots.clear()
-                machine = cpu_name()
+                machine = here
                 if run_dir is not None:
-                    _save_run(run_dir, r, settings, None if linear else model)
+                    _save_run(run_dir, r, settings, None if linear else model, machine)
             runs[n].append(r)
             if machine not in machines:
                 machines.append(machine)

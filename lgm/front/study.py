@@ -303,6 +303,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
             say(f"inference gaps: amortized decoder, {len(X)} {part} images")
             exp.gaps.append(("amortized", f"{part}, {len(X)} images",
                              inference_gaps(gap_model, X, seed=0, ais_kw=gaps_ais_kw)))
+    n_scored = len(Xte[:n_final]) if method == "AIS" else len(Xte)  # the images the final scores saw
     exp.picture = report.bands(
         {n: [(r.grid, r.epochs, r.heldout) for r in rs] for n, rs in runs.items()},
         Path(out_dir) / f"estep_{experiment}.png",
@@ -312,9 +313,9 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                              f"{len(Xte)} test images") + ")",
         "held-out log-likelihood (nats / point)",
         hline=(opt_ll, "EM optimum") if opt_ll is not None else None,
-        finals=None if linear else (exp.finals, f"final {method} ({n_final} test images)"))
+        finals=None if linear else (exp.finals, f"final {method} ({n_scored} test images)"))
     write_atomic(Path(out_dir) / f"estep_{experiment}.json", json.dumps(_raw(exp), indent=1))
-    exp.md = _table(exp, seeds, n_final=n_final if method == "AIS" else len(Xte), ais_kw=ais_kw,
+    exp.md = _table(exp, seeds, n_final=n_scored, ais_kw=ais_kw,
                     gaps_ais_kw=gaps_ais_kw,
                     n_samples_curve=n_samples_curve, n_samples_final=n_samples_final)
     return exp

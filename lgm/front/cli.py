@@ -187,7 +187,7 @@ def parser():
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),
                    default=list(exps), help="comma-separated: " + ", ".join(exps))
     e.add_argument("--budget", type=float, help="training seconds per strategy and seed (default: "
-                                                 "5 ppca, 30 mnist-mlp, 20 per scaling run, 240 "
+                                                 "5 ppca, 120 mnist-mlp, 20 per scaling run, 960 "
                                                  "mnist (conv); --quick: 1, 3, 2, 3)")
     e.add_argument("--seeds", type=int, help="repeated runs (the bands): default 5, --quick 2")
     e.add_argument("--quick", action="store_true", help="a few minutes: short budgets, small "
@@ -195,7 +195,7 @@ def parser():
     e.add_argument("--max-n", type=int, help="scaling: the largest N (default 10^6, --quick 10^4)")
     e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it "
                                                              "exists, unless --resume)")
-    e.add_argument("--binarize", choices=("static", "dynamic"), default="static",
+    e.add_argument("--binarize", choices=("static", "dynamic"), default="dynamic",
                    help="the MNIST experiments' training images: binarised once at 0.5 (static) "
                         "or drawn anew as Bernoulli(grey level) at every read (dynamic, as Burda "
                         "et al. 2016; less overfitting of the 4000 images)")

@@ -35,7 +35,7 @@ from .progress import progress_bar
 EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
 
 # budgets (s of training per strategy and seed) and evaluation grids: full study / --quick
-BUDGETS = {"ppca": (5.0, 1.0), "mnist": (240.0, 3.0), "mnist-mlp": (30.0, 3.0), "scaling": (20.0, 2.0)}
+BUDGETS = {"ppca": (5.0, 1.0), "mnist": (960.0, 3.0), "mnist-mlp": (120.0, 3.0), "scaling": (20.0, 2.0)}
 N_EVALS = {"ppca": (6, 3), "mnist": (5, 2), "mnist-mlp": (5, 2)}
 
 
@@ -570,7 +570,7 @@ def conclusion(exps, scaling=None, quick=False):
 
 def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scaling", "mnist"),
                 budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
-                command=None, created=None, resume=False, binarize="static"):
+                command=None, created=None, resume=False, binarize="dynamic"):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder
     (estep.md). ``quick``: short budgets and small evaluations, labelled as such. Every
     finished run of the strategy comparisons is kept under ``out/runs/<experiment>/``;

@@ -187,7 +187,7 @@ def parser():
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),
                    default=list(exps), help="comma-separated: " + ", ".join(exps))
     e.add_argument("--budget", type=float, help="training seconds per strategy and seed (default: "
-                                                 "5 ppca, 120 mnist-mlp, 20 per scaling run, 960 "
+                                                 "5 ppca, 240 mnist-mlp, 20 per scaling run, 960 "
                                                  "mnist (conv); --quick: 1, 3, 2, 3)")
     e.add_argument("--seeds", type=int, help="repeated runs (the bands): default 5, --quick 2")
     e.add_argument("--quick", action="store_true", help="a few minutes: short budgets, small "

@@ -35,7 +35,7 @@ from .progress import progress_bar
 EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
 
 # budgets (s of training per strategy and seed) and evaluation grids: full study / --quick
-BUDGETS = {"ppca": (5.0, 1.0), "mnist": (960.0, 3.0), "mnist-mlp": (120.0, 3.0), "scaling": (20.0, 2.0)}
+BUDGETS = {"ppca": (5.0, 1.0), "mnist": (960.0, 3.0), "mnist-mlp": (240.0, 3.0), "scaling": (20.0, 2.0)}
 N_EVALS = {"ppca": (6, 3), "mnist": (5, 2), "mnist-mlp": (5, 2)}
 
 

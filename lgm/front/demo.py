@@ -125,7 +125,8 @@ def demo(out="lgm-report", quick=False, say=print, command=None, created=None):
     say(f"4/4 E-step strategies with the conv decoder on {ds.name} ({budget:g} s each)")
     # dynamic binarisation, as the study's default (lgm estep-bench): the grey images in
     exp = compare_estep("mnist", budget_s=budget, n_evals=2 if quick else 3, out_dir=out,
-                        data=ds, binarize="dynamic", final="iwae", n_samples_final=100 if quick else 1000,
+                        data=ds, binarize="dynamic", final="iwae",
+                        n_samples_final=100 if quick else 1000,
                         n_samples_curve=20 if quick else 50, n_test=50 if quick else 100,
                         eval_steps=30 if quick else 100, say=say)
     md += ["## 4. E-step strategies with a convolutional decoder", "",

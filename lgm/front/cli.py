@@ -183,17 +183,17 @@ def parser():
                                            "budgets, AIS scores, inference gaps, what scales "
                                            "(about two hours on 2 cores; --quick about 2 minutes)",
                        formatter_class=fmt)
-    exps = ("ppca", "mnist-mlp", "scaling", "mnist")
+    from lgm.front.study import BUDGETS, EXPERIMENTS  # the defaults, named once (a few ms of imports)
+
+    exps = EXPERIMENTS
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),
                    default=list(exps), help="comma-separated: " + ", ".join(exps))
-    from lgm.front.study import BUDGETS  # the defaults, named once (a few ms of imports)
-
     b = {k: [f"{v:g}" for v in full_quick] for k, full_quick in BUDGETS.items()}
     e.add_argument("--budget", type=float, help=(
         "training seconds per strategy and seed (default: "
         f"{b['ppca'][0]} ppca, {b['mnist-mlp'][0]} mnist-mlp, {b['scaling'][0]} per scaling run, "
         f"{b['mnist'][0]} mnist (conv); --quick: "
-        + ", ".join(b[k][1] for k in ("ppca", "mnist-mlp", "scaling", "mnist")) + ")"))
+        + ", ".join(b[k][1] for k in exps) + ")"))
     e.add_argument("--seeds", type=int, help="repeated runs (the bands): default 5, --quick 2")
     e.add_argument("--quick", action="store_true", help="a few minutes: short budgets, small "
                                                         "evaluations, N up to 10^4; labelled quick")

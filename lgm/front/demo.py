@@ -123,7 +123,8 @@ def demo(out="lgm-report", quick=False, say=print, command=None, created=None):
            exp.md, ""]
     budget = 3.0 if quick else 15.0
     say(f"4/4 E-step strategies with the conv decoder on {ds.name} ({budget:g} s each)")
-    # dynamic binarisation, as the study's default (lgm estep-bench): the grey images in
+    # dynamic binarisation, as the study's default (lgm estep-bench): the grey images go in and
+    # are drawn anew as Bernoulli(grey level) at every read
     exp = compare_estep("mnist", budget_s=budget, n_evals=2 if quick else 3, out_dir=out,
                         data=ds, binarize="dynamic", final="iwae",
                         n_samples_final=100 if quick else 1000,

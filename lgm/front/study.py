@@ -568,7 +568,7 @@ def conclusion(exps, scaling=None, quick=False):
     return "\n\n".join(out)
 
 
-def estep_bench(out="lgm-estep-bench", experiments=("ppca", "mnist-mlp", "scaling", "mnist"),
+def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
                 budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
                 command=None, created=None, resume=False, binarize="dynamic"):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder

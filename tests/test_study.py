@@ -274,3 +274,43 @@ def test_compare_estep_dynamic_binarization(tmp_path):
     assert compare_estep("mnist-mlp", data=binary, **kw).kept == 0  # other settings: run again
     with pytest.raises(ValueError, match="binarize"):
         compare_estep("mnist-mlp", data=grey, binarize="yes", **kw)
+
+
+def test_budget_check_gives_the_gains_error_and_the_ranking_at_half_the_budget():
+    """A budget that has not flattened says how uncertain the gain is (paired by seed) and
+    whether the strategies ranked the same at half the budget."""
+    from types import SimpleNamespace
+
+    from lgm.front.study import Experiment, conclusion
+
+    def runs(finals, halves):
+        return [SimpleNamespace(final=f, half_final=h, epochs=[1.0, 2.0], heldout=[h, f])
+                for f, h in zip(finals, halves)]
+
+    def experiment(a, b):
+        e = Experiment("mnist", "conv", 960.0, [480.0, 960.0], {"a": runs(*a), "b": runs(*b)}, "AIS")
+        e.best = max(e.runs, key=e.mean_final)
+        e.half_finals = [r.half_final for r in e.runs[e.best]]
+        e.gain = e.mean_final(e.best) - float(np.mean(e.half_finals))
+        return e
+
+    a = ([-87.0, -88.0, -87.6], [-87.5, -88.7, -88.2])  # gains 0.5, 0.7, 0.6
+    e = experiment(a, ([-89.0, -89.5, -89.2], [-89.2, -89.9, -89.3]))
+    assert e.ranking == ["a", "b"] and e.half_ranking == ["a", "b"]
+    assert e.gain == pytest.approx(0.6) and not e.flattened
+    assert e.gain_se == pytest.approx(0.1 / np.sqrt(3))
+    assert "ranking was the same at half the budget (a > b)" in e.budget_note()
+    assert "0.60 ± 0.06 nats over the last doubling" in conclusion([e])
+    # b led at half the budget: the table then ranks speed
+    e = experiment(a, ([-89.0, -89.5, -89.2], [-87.0, -87.5, -87.2]))
+    assert e.half_ranking == ["b", "a"]
+    assert e.budget_note().endswith("at half the budget the ranking was b > a")
+    # without half-budget scores for every run, no ranking is claimed
+    e.runs["b"][0].half_final = float("nan")
+    assert e.half_ranking is None and e.budget_note().startswith("this ranks speed")
+    # a flattened curve needs no note, and the conclusion does not call it rising
+    e = experiment(([-87.0, -88.0], [-87.1, -88.2]), ([-89.0, -89.5], [-89.2, -89.9]))
+    assert e.flattened and e.budget_note() == "" and "still rising" not in conclusion([e])
+    # one seed: no standard error
+    e = experiment(([-87.0], [-88.0]), ([-89.0], [-89.2]))
+    assert e.gain_se != e.gain_se and "±" not in conclusion([e]).split("still rising")[1].split(")")[0]

@@ -105,6 +105,45 @@ class Experiment:
 
         return self.checked and self.gain < FLAT_NATS
 
+    @property
+    def ranking(self):
+        """The strategies, best first, by their mean final score."""
+        return sorted(self.finals, key=self.mean_final, reverse=True)
+
+    @property
+    def half_ranking(self):
+        """The strategies, best first, by their mean final-method score at half the budget;
+        None where a run has no such score (an exact or IWAE final, a one-point grid)."""
+        half = {n: [r.half_final for r in rs] for n, rs in self.runs.items()}
+        if not half or not all(v and np.all(np.isfinite(v)) for v in half.values()):
+            return None
+        return sorted(half, key=lambda n: statistics.mean(half[n]), reverse=True)
+
+    @property
+    def gain_se(self):
+        """Standard error of the best strategy's gain over the last doubling: the runs are paired
+        by seed (each run's final score minus its own score at half the budget), so this is the
+        seeds' sd of those differences over sqrt(seeds); NaN with fewer than two seeds or without
+        half-budget scores."""
+        d = [r.final - r.half_final for r in self.runs.get(self.best, [])]
+        if len(d) < 2 or not np.all(np.isfinite(d)):
+            return float("nan")
+        return statistics.stdev(d) / math.sqrt(len(d))
+
+    def budget_note(self):
+        """What the budget check means for the ranking, from the numbers: '' when flattened or not
+        checked; else whether the strategies ranked the same at half the budget."""
+        if not self.checked or self.flattened:
+            return ""
+        half = self.half_ranking
+        if half is None:
+            return "this ranks speed at this budget, not the converged models"
+        if half == self.ranking:
+            return ("the scores are not converged, but the ranking was the same at half the "
+                    "budget (" + " > ".join(half) + ")")
+        return ("this ranks speed at this budget, not the converged models: at half the budget "
+                "the ranking was " + " > ".join(half))
+
 
 def _binary_once(X, seed):
     """One seeded Bernoulli draw of grey-level images (a fixed binarised set)."""
@@ -377,12 +416,14 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
         lines += ["", f"EM optimum (PPCA closed form on the training set): held-out log-likelihood "
                       f"{exp.opt_ll:.3f} per point."]
     verdict = ("flattened" if exp.flattened else
-               "**not flattened**: the table ranks training speed at this budget, not converged "
-               "models" if exp.checked else "not checked (it needs a score at half the budget)")
+               f"**not flattened**: {exp.budget_note()}" if exp.checked else
+               "not checked (it needs a score at half the budget)")
     by = (f"by {exp.final_method}: {spread(exp.half_finals)} at {exp.grid[-2]:g} s, "
           f"{spread(exp.finals[exp.best])} at {exp.grid[-1]:g} s" if exp.half_finals else
           "on its held-out curve")
-    lines += ["", f"Budget check: the best strategy ({exp.best}) gained {spread([exp.gain])} nats over the "
+    lines += ["", f"Budget check: the best strategy ({exp.best}) gained {spread([exp.gain])}"
+                  + (f" ± {exp.gain_se:.2f} (standard error over seeds)" if exp.gain_se == exp.gain_se else "")
+                  + " nats over the "
                   f"last doubling of the budget ({by}; criterion: < {FLAT_NATS} nats, a fall "
                   f"counts): {verdict}.", "", f"![]({exp.picture})", ""]
     if exp.gaps:
@@ -509,12 +550,14 @@ def scaling_table(rows, truth, budget_s, n_heldout, ais_kw):
 # --- the conclusion, from the numbers ------------------------------------------------------------
 def conclusion(exps, scaling=None, quick=False):
     """A few sentences derived from the results (nothing here is written by hand)."""
+    from ..estep import FLAT_NATS
+
     out = []
     if quick:
         out.append("This was a **quick** run (short budgets, few seeds): it checks that the study "
                    "runs; its numbers are not a comparison.")
     for e in exps:
-        order = sorted(e.finals, key=e.mean_final, reverse=True)
+        order = e.ranking
         best, second = order[0], order[1] if len(order) > 1 else None
         s = f"**{e.title}** ({e.budget_s:g} s per strategy): {best} is best ({spread(e.finals[best])}, {e.final_method})"
         if second is not None:
@@ -528,8 +571,9 @@ def conclusion(exps, scaling=None, quick=False):
         if e.opt_ll is not None:
             s += f" Gap of the best to the EM optimum: {e.opt_ll - e.mean_final(best):.3f} nats."
         if e.checked and not e.flattened:
-            s += (f" The best curve was still rising ({e.gain:.2f} nats over the last doubling): "
-                  f"this ranks speed at this budget, not the converged models.")
+            se = f" ± {e.gain_se:.2f}" if e.gain_se == e.gain_se else ""
+            s += (f" The best curve was still rising ({e.gain:.2f}{se} nats over the last doubling; "
+                  f"criterion < {FLAT_NATS}): {e.budget_note()}.")
         if "iwae" in e.finals and "amortized" in e.finals and e.final_method != "exact":
             d = e.mean_final("iwae") - e.mean_final("amortized")
             ep = {n: statistics.mean(r.epochs[-1] for r in e.runs[n]) for n in ("iwae", "amortized")}

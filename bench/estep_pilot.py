@@ -4,7 +4,10 @@ curve on 100 test images), then AIS (8 chains x 100 temperatures, 5 leapfrog ste
 images at half the budget and at the end: does the held-out score still rise, and by how much
 over the last doubling?
 
-    python bench/estep_pilot.py [strategy=iwae] [budget_s=480] [seed=0]
+    python bench/estep_pilot.py [strategy=iwae] [budget_s=480] [seed=0] [model_dir]
+
+With model_dir, the models at half the budget and at the end are saved there as
+<strategy>-seed<seed>-<seconds>s.model.npz (for more AIS temperatures later).
 
 Prints the curve as it goes and one JSON line at the end. Time it alone (nothing else running).
 """
@@ -28,6 +31,11 @@ r = run_strategy(name, model, cfg["train"](seed), cfg["Xte"], grid=time_grid(bud
 kw = dict(n_chains=8, n_temps=100, n_leapfrog=5, seed=seed)
 half = float(np.mean(ais_log_likelihood(r.snapshots[len(r.grid) - 2], cfg["Xte"][:50], **kw).log_px))
 final = float(np.mean(ais_log_likelihood(model, cfg["Xte"][:50], **kw).log_px))
+if len(sys.argv) > 4:
+    from pathlib import Path
+    Path(sys.argv[4]).mkdir(parents=True, exist_ok=True)
+    for m, s in ((r.snapshots[len(r.grid) - 2], r.grid[-2]), (model, r.grid[-1])):
+        m.save(Path(sys.argv[4]) / f"{name}-seed{seed}-{s:g}s.model.npz")
 out = dict(strategy=name, seed=seed, budget=budget, grid=r.grid, heldout=r.heldout, epochs=r.epochs,
            ais_half=half, ais_final=final, wall=time.time() - t0)
 print(json.dumps(out))

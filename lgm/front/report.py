@@ -156,7 +156,7 @@ def bands(series, path, title, ylabel, hline=None, finals=None):
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="best")  # where it hides the fewest lines and bands
     fig.suptitle("\n".join(textwrap.wrap(title, 120)), fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -29,12 +29,13 @@ r = run_strategy(name, model, cfg["train"](seed), cfg["Xte"], grid=time_grid(bud
                  snapshot_at=(-2,), strategy_kw=dict(eval_steps=50, eval_burn=30, eval_collect=20),
                  callback=lambda n, s, ll: print(f"{n} {s:.0f} s: IWAE-100 {ll:.2f}", flush=True))
 kw = dict(n_chains=8, n_temps=100, n_leapfrog=5, seed=seed)
-half = float(np.mean(ais_log_likelihood(r.snapshots[len(r.grid) - 2], cfg["Xte"][:50], **kw).log_px))
+half_model = r.snapshots[len(r.grid) - 2]  # the model at half the budget
+half = float(np.mean(ais_log_likelihood(half_model, cfg["Xte"][:50], **kw).log_px))
 final = float(np.mean(ais_log_likelihood(model, cfg["Xte"][:50], **kw).log_px))
 if len(sys.argv) > 4:
     from pathlib import Path
     Path(sys.argv[4]).mkdir(parents=True, exist_ok=True)
-    for m, s in ((r.snapshots[len(r.grid) - 2], r.grid[-2]), (model, r.grid[-1])):
+    for m, s in ((half_model, r.grid[-2]), (model, r.grid[-1])):
         m.save(Path(sys.argv[4]) / f"{name}-seed{seed}-{s:g}s.model.npz")
 out = dict(strategy=name, seed=seed, budget=budget, grid=r.grid, heldout=r.heldout, epochs=r.epochs,
            ais_half=half, ais_final=final, wall=time.time() - t0)

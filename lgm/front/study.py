@@ -323,7 +323,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
         say(f"{n_kept} of {len(names) * len(seeds)} runs kept from {run_dir} (not run again)")
     exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll, kept=n_kept,
                      machines=machines)
-    exp.best = max(names, key=exp.mean_final)
+    exp.best = exp.ranking[0]
     if method == "AIS" and len(grid) > 1:
         # the budget check by the proposal-free score: AIS of the best strategy's models at
         # half the budget (same images, same seeds) against the final AIS (NaN, "not checked",

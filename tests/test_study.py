@@ -186,10 +186,25 @@ def test_estep_bench_resume(tmp_path):
     out = estep_bench(out=tmp_path / "eb", experiments=("ppca",), budget=0.2, seeds=(0,),
                       say=lambda *a: None)
     assert "were kept" not in (out / "estep.md").read_text()
-    estep_bench(out=out, experiments=("ppca",), budget=0.2, seeds=(0,), resume=True,
+    # the budget named per experiment (as a study run at several budgets is written up): the
+    # same 0.2 s, so every run is kept
+    estep_bench(out=out, experiments=("ppca",), budget={"ppca": 0.2}, seeds=(0,), resume=True,
                 say=lambda *a: None)
     assert "5 of 5 runs were kept" in (out / "estep.md").read_text()
     assert not (tmp_path / "eb-2").exists()
+
+
+def test_budgets_one_for_all_or_per_experiment():
+    from lgm.front.study import given_budgets
+
+    assert given_budgets(None, ["ppca", "mnist"]) == {}
+    assert given_budgets(30, ["ppca", "mnist"]) == {"ppca": 30, "mnist": 30}
+    assert given_budgets({"mnist": 1920.0}, ["mnist-mlp", "mnist"]) == {"mnist": 1920.0}
+    with pytest.raises(ValueError, match="'scaling', which is not among the experiments run"):
+        given_budgets({"scaling": 10}, ["ppca"])
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "60"):
+        with pytest.raises(ValueError, match="positive number of seconds for ppca"):
+            given_budgets({"ppca": bad}, ["ppca"])
 
 
 def test_scaling_study_small(tmp_path):
@@ -212,6 +227,9 @@ def test_scaling_study_small(tmp_path):
 
 
 @pytest.mark.parametrize("args,what", [(["--seeds", "0"], "--seeds"), (["--budget", "-1"], "--budget"),
+                                       (["--budget", "mnist=ten"], "--budget"),
+                                       (["--budget", "mnist=5,mnist=6"], "--budget"),
+                                       (["--experiments", "ppca", "--budget", "mnist=5"], "--budget"),
                                        (["--max-n", "10"], "--max-n"), (["--resume"], "--resume")])
 def test_estep_bench_user_errors_are_one_line(tmp_path, args, what):
     from conftest import one_line_error, run_lgm
@@ -219,6 +237,16 @@ def test_estep_bench_user_errors_are_one_line(tmp_path, args, what):
     rc, out, err = run_lgm("estep-bench", *args, "--out", tmp_path / "eb", cwd=tmp_path)
     assert what in one_line_error(rc, err)
     assert not (tmp_path / "eb").exists()
+
+
+def test_estep_bench_help_says_each_default_once(tmp_path):
+    from conftest import run_lgm
+
+    rc, out, err = run_lgm("estep-bench", "--help", cwd=tmp_path)
+    text = " ".join(out.split())
+    assert rc == 0 and "(default: None)" not in text and "(default: False)" not in text, out
+    assert "EXPERIMENT=SECONDS pairs for those named (default: 5 ppca, 240 mnist-mlp" in text
+    assert "(default: dynamic)" in text and "(default: lgm-estep-bench)" in text
 
 
 def test_vae_train_reads_a_dask_or_memory_mapped_x_by_minibatch(tmp_path):
@@ -311,6 +339,9 @@ def test_budget_check_gives_the_gains_error_and_the_ranking_at_half_the_budget()
     # a flattened curve needs no note, and the conclusion does not call it rising
     e = experiment(([-87.0, -88.0], [-87.1, -88.2]), ([-89.0, -89.5], [-89.2, -89.9]))
     assert e.flattened and e.budget_note() == "" and "still rising" not in conclusion([e])
+    # a diverged run (NaN score) ranks last, wherever its name falls
+    e = experiment(([-87.0, float("nan")], [-87.1, -88.2]), ([-89.0, -89.5], [-89.2, -89.9]))
+    assert e.ranking == ["b", "a"]
     # one seed: no standard error
     e = experiment(([-87.0], [-88.0]), ([-89.0], [-89.2]))
     assert e.gain_se != e.gain_se and "±" not in conclusion([e]).split("still rising")[1].split(")")[0]

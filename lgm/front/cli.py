@@ -3,7 +3,7 @@
     lgm demo [--quick] [--out DIR]
         The main job: PPCA/FA, a VAE and the E-step strategies on the embedded MNIST-5k; writes
         DIR/report.md and PNG pictures (never over an earlier report).
-    lgm estep-bench [--experiments ppca,mnist,mnist-mlp,scaling] [--quick] [--budget S] [--seeds N] [--out DIR]
+    lgm estep-bench [--experiments ppca,mnist,mnist-mlp,scaling] [--quick] [--budget S|EXP=S,...] [--seeds N] [--out DIR]
         The E-step study: strategies on a shared time grid over seeds, AIS scores, inference
         gaps, what scales with N, and a conclusion from the numbers (estep.md + pictures).
     lgm fit DATA --model {ppca,fa,vae-mlp,vae-conv} [--strategy ...] [--out model.npz]
@@ -79,18 +79,45 @@ def cmd_demo(args):
     return 0
 
 
+def _budget(value, experiments):
+    """--budget: S (seconds for every experiment) or EXP=S[,EXP=S] (for those named; the others
+    their default), checked as estep_bench checks it; UsageError naming the option."""
+    from lgm.front.fitting import UsageError
+    from lgm.front.study import given_budgets
+
+    if value is None:
+        return None
+    try:
+        if "=" not in value:
+            budget = float(value)
+        else:
+            budget = {}
+            for item in value.split(","):
+                e, sep, b = item.partition("=")
+                if not sep or e.strip() in budget:
+                    raise ValueError
+                budget[e.strip()] = float(b)
+    except ValueError:
+        raise UsageError(f"--budget: expected seconds (e.g. 960) or EXPERIMENT=SECONDS pairs "
+                         f"(e.g. mnist=1920,mnist-mlp=240), got {value!r}") from None
+    try:
+        given_budgets(budget, experiments)
+    except ValueError as exc:
+        raise UsageError(f"--budget: {exc}") from None
+    return budget
+
+
 def cmd_estep_bench(args):
     from lgm.front.fitting import UsageError
     from lgm.front.study import estep_bench
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds: expected a positive int, got {args.seeds}")
-    if args.budget is not None and not (0 < args.budget < float("inf")):
-        raise UsageError(f"--budget: expected a positive number of seconds, got {args.budget:g}")
+    budget = _budget(args.budget, args.experiments)
     if args.max_n is not None and args.max_n < 1000:
         raise UsageError(f"--max-n: expected at least 1000, got {args.max_n}")
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
-    estep_bench(out=args.out, experiments=args.experiments, budget=args.budget,
+    estep_bench(out=args.out, experiments=args.experiments, budget=budget,
                 seeds=tuple(range(seeds)), quick=args.quick, max_n=args.max_n,
                 command=args.command_line, created=args.created, resume=args.resume,
                 binarize=args.binarize)
@@ -157,8 +184,18 @@ def _command_line(argv):
     return "lgm " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, where it has one: not "(default: None)" for
+    options whose help says what they default to, nor "(default: False)" for flags."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser():
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     p = argparse.ArgumentParser(prog="lgm", description="latent Gaussian models: kernels and benchmarks",
                                 formatter_class=fmt)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -183,14 +220,15 @@ def parser():
                                            "budgets, AIS scores, inference gaps, what scales "
                                            "(about two hours on 2 cores; --quick about 2 minutes)",
                        formatter_class=fmt)
-    from lgm.front.study import BUDGETS, EXPERIMENTS  # the defaults, named once (a few ms of imports)
+    from lgm.front.study import BINARIZE, BUDGETS, EXPERIMENTS  # the defaults, named once (a few ms of imports)
 
     exps = EXPERIMENTS
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),
                    default=list(exps), help="comma-separated: " + ", ".join(exps))
     b = {k: [f"{v:g}" for v in full_quick] for k, full_quick in BUDGETS.items()}
-    e.add_argument("--budget", type=float, help=(
-        "training seconds per strategy and seed (default: "
+    e.add_argument("--budget", metavar="S|EXP=S,...", help=(
+        "training seconds per strategy and seed: one number for every experiment, or "
+        "EXPERIMENT=SECONDS pairs for those named (default: "
         f"{b['ppca'][0]} ppca, {b['mnist-mlp'][0]} mnist-mlp, {b['scaling'][0]} per scaling run, "
         f"{b['mnist'][0]} mnist (conv); --quick: "
         + ", ".join(b[k][1] for k in exps) + ")"))
@@ -200,7 +238,7 @@ def parser():
     e.add_argument("--max-n", type=int, help="scaling: the largest N (default 10^6, --quick 10^4)")
     e.add_argument("--out", default="lgm-estep-bench", help="report folder (a new one if it "
                                                              "exists, unless --resume)")
-    e.add_argument("--binarize", choices=("static", "dynamic"), default="dynamic",
+    e.add_argument("--binarize", choices=("static", "dynamic"), default=BINARIZE,
                    help="the MNIST experiments' training images: binarised once at 0.5 (static) "
                         "or drawn anew as Bernoulli(grey level) at every read (dynamic, as Burda "
                         "et al. 2016; less overfitting of the 4000 images)")

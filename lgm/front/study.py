@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
 # budgets (s of training per strategy and seed) and evaluation grids: full study / --quick
 BUDGETS = {"ppca": (5.0, 1.0), "mnist": (960.0, 3.0), "mnist-mlp": (240.0, 3.0), "scaling": (20.0, 2.0)}
 N_EVALS = {"ppca": (6, 3), "mnist": (5, 2), "mnist-mlp": (5, 2)}
+BINARIZE = "dynamic"  # the MNIST experiments' training images by default (compare_estep's binarize)
 
 
 def ppca_data(D=50, q=5, n_train=2000, n_test=1000, noise=0.5, seed=0):
@@ -46,6 +49,11 @@ def ppca_data(D=50, q=5, n_train=2000, n_test=1000, noise=0.5, seed=0):
     mu = rng.standard_normal(D)
     X = rng.standard_normal((n_train + n_test, q)) @ W.T + mu + noise * rng.standard_normal((n_train + n_test, D))
     return X[:n_train], X[n_train:]
+
+
+def _or_minus_inf(v):
+    """v, or -inf where v is NaN (a sort key that puts NaN last, not anywhere)."""
+    return v if v == v else -math.inf
 
 
 def _fmt(fmt, v):
@@ -107,8 +115,9 @@ class Experiment:
 
     @property
     def ranking(self):
-        """The strategies, best first, by their mean final score."""
-        return sorted(self.finals, key=self.mean_final, reverse=True)
+        """The strategies, best first, by their mean final score (a strategy with a NaN score,
+        a diverged run, last)."""
+        return sorted(self.finals, key=lambda n: _or_minus_inf(self.mean_final(n)), reverse=True)
 
     @property
     def half_ranking(self):
@@ -612,11 +621,28 @@ def conclusion(exps, scaling=None, quick=False):
     return "\n\n".join(out)
 
 
+def given_budgets(budget, experiments):
+    """{experiment: seconds} for the experiments ``budget`` sets (see :func:`estep_bench`);
+    ValueError, naming what is wrong, for an experiment not run or a budget that is not a
+    positive number."""
+    budgets = (dict(budget) if isinstance(budget, Mapping) else {} if budget is None
+               else dict.fromkeys(experiments, budget))
+    for e, b in budgets.items():
+        if e not in experiments:
+            raise ValueError(f"names {e!r}, which is not among the experiments run ({', '.join(experiments)})")
+        if isinstance(b, bool) or not (isinstance(b, numbers.Real) and 0 < b < math.inf):
+            raise ValueError(f"expected a positive number of seconds for {e}, got {b!r}")
+    return budgets
+
+
 def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
                 budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
-                command=None, created=None, resume=False, binarize="dynamic"):
+                command=None, created=None, resume=False, binarize=BINARIZE):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder
-    (estep.md). ``quick``: short budgets and small evaluations, labelled as such. Every
+    (estep.md). ``budget``: seconds of training per strategy and seed, one number for every
+    experiment or a mapping {experiment: seconds} for those it names (the others take
+    ``BUDGETS``; a study whose experiments were run at different budgets writes its report
+    from the kept runs this way). ``quick``: short budgets and small evaluations, labelled as such. Every
     finished run of the strategy comparisons is kept under ``out/runs/<experiment>/``;
     ``resume``: write into the existing folder ``out`` and run only what is not kept there
     with the same settings (the scaling experiment runs again). ``binarize``: the MNIST
@@ -627,6 +653,7 @@ def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
     from .report import fresh_dir
 
     t0 = time.perf_counter()
+    budgets = given_budgets(budget, experiments)
     if resume:
         out = Path(out)
         if not (out / "runs").is_dir():
@@ -649,7 +676,7 @@ def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
     ais_kw = dict(n_chains=4, n_temps=30) if quick else dict(n_chains=8, n_temps=100)
     exps, scaling = [], None
     for e in experiments:
-        b = budget if budget is not None else BUDGETS[e][q]
+        b = budgets.get(e, BUDGETS[e][q])
         if e == "scaling":
             top = max_n or (10_000 if quick else 1_000_000)
             Ns = [10 ** k for k in range(3, int(math.floor(math.log10(top) + 1e-9)) + 1)]

@@ -36,7 +36,9 @@ from .ops import (  # noqa: E402
     thread_policy,
 )
 
-__version__ = "0.1.0"
+# (the E-step study keeps each run with the version that made it: a change to what training
+# computes or how fast, such as 0.2.0's conv minibatch in two halves, bumps it)
+__version__ = "0.2.0"
 
 # Public module names kept where users know them, pointing at where the code lives. An alias is
 # the same module object (``lgm.vae is lgm.models.vae``), imported on first use.

@@ -429,7 +429,7 @@ def importance_weights(log_w, axis=0):
     return xp.where(xp.isnan(lse), F(np.nan), w).astype(lw.dtype, copy=False)
 
 
-def reparameterize(mu, logvar, rng, n_samples=None):
+def reparameterize(mu, logvar, rng, n_samples=None, eps=None):
     """Reparameterised draw t = mu + exp(logvar / 2) * eps, eps ~ N(0, I).
 
     Parameters
@@ -437,6 +437,10 @@ def reparameterize(mu, logvar, rng, n_samples=None):
     mu, logvar : arrays of shape (..., d), same dtype.
     rng : numpy.random.Generator (or an int seed); eps is drawn in the arrays' dtype.
     n_samples : int, optional — if given, draws have shape (n_samples, ..., d).
+    eps : array, optional — the standard-normal draws to use (the draw's shape and the arrays'
+        dtype and device) instead of drawing them; ``rng`` is then not used (None is fine).
+        Drawing the noise of a minibatch once and passing each part of the rows its share
+        gives the same t as one call on all rows.
 
     Returns
     -------
@@ -445,25 +449,37 @@ def reparameterize(mu, logvar, rng, n_samples=None):
     fname = "reparameterize"
     be, dtype, a = check_floats(fname, mu=mu, logvar=logvar)
     xp, kern = be.xp, be.kernels
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) or rng is None:
-        rng = xp.random.default_rng(rng)
-    elif not isinstance(rng, (np.random.Generator, xp.random.Generator)):
-        raise TypeError(f"{fname}: expected rng to be a numpy (or cupy) random Generator or an int "
-                        f"seed, got {type(rng).__name__}")
     ops = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, xp=xp)
     shape = ops.lead + (ops.D,)
     if n_samples is not None:
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"{fname}: expected n_samples to be a positive int, got {n_samples!r}")
         shape = (int(n_samples),) + shape
-    # a numpy Generator with cupy arrays: draw on the host (same numbers as the CPU path), copy
-    eps = xp.asarray(rng.standard_normal(shape, dtype=dtype))
+    if eps is None:
+        eps = standard_normal(rng, shape, dtype, xp, fname)
+    else:
+        if getattr(eps, "shape", None) != shape or eps.dtype != dtype or backend_of(eps) is not be:
+            raise ValueError(f"{fname}: expected eps of shape {shape} and dtype {dtype} on the "
+                             f"device of mu, got {getattr(eps, 'shape', None)} {getattr(eps, 'dtype', None)}")
+        eps = xp.ascontiguousarray(eps)
     ops2 = RowOperands(fname, {"mu": a["mu"], "logvar": a["logvar"]}, D=ops.D, lead=shape[:-1], xp=xp)
     t = xp.empty_like(eps)
     if t.size:
         kern.reparameterize(t.reshape(-1, ops.D), ops2.rows["mu"], ops2.rows["logvar"],
                          eps.reshape(-1, ops.D), ops2.lead_arr, ops2.rstride)
     return t, eps
+
+
+def standard_normal(rng, shape, dtype, xp=np, fname="standard_normal"):
+    """N(0, 1) draws of ``shape`` in ``dtype`` on xp's device from ``rng`` (a numpy or cupy
+    Generator, an int seed, or None). A numpy Generator with xp = cupy draws on the host (the
+    CPU path's numbers) and copies."""
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) or rng is None:
+        rng = xp.random.default_rng(rng)
+    elif not isinstance(rng, (np.random.Generator, xp.random.Generator)):
+        raise TypeError(f"{fname}: expected rng to be a numpy (or cupy) random Generator or an int "
+                        f"seed, got {type(rng).__name__}")
+    return xp.asarray(rng.standard_normal(shape, dtype=dtype))
 
 
 # --- convolution data movement (used by lgm.nn's Conv2d and ConvTranspose2d) ---------------------

@@ -150,7 +150,10 @@ def test_estep_bench_records_the_full_command(tmp_path):
 def test_ctrl_c_prints_one_line_and_removes_the_empty_folder(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.Popen([sys.executable, "-c",
-                          "import sys, time, lgm.front.demo as d\n"
+                          # SIGINT as in a terminal, also where pytest runs in the background
+                          # (a shell's background job inherits SIGINT ignored)
+                          "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                          "import sys, time, lgm.front.data as d\n"
                           "d.embedded = lambda **kw: time.sleep(60)\n"  # stands in for slow work
                           "from lgm.cli import main\n"
                           "sys.exit(main(['demo', '--out', 'rep']))\n"],

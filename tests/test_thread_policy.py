@@ -91,3 +91,59 @@ def test_a_bad_environment_value_warns_and_keeps_adaptive():
                                                             "LGM_THREAD_POLICY": "spin"})
     assert r.returncode == 0 and r.stdout.strip() == "adaptive"
     assert "LGM_THREAD_POLICY" in r.stderr
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_pair_runs_side_by_side_on_one_blas_thread_each_and_restores(monkeypatch):
+    """Backend.pair on the CPU: the second piece on lgm's worker thread with Numba on one thread,
+    BLAS on one thread during the pair and restored after it (also after an error); one after
+    the other in the caller when not concurrent."""
+    import threading
+
+    from lgm._backends import _SerialNumba
+
+    before = _blas_threads()
+    assert before  # numpy's BLAS is seen by threadpoolctl
+    seen = {}
+
+    def first():
+        seen["first"] = (threading.current_thread().name, _blas_threads())
+        return 1
+
+    def second():
+        seen["second"] = (threading.current_thread().name, numba.get_num_threads(), _blas_threads())
+        return 2
+
+    monkeypatch.setattr(policy, "pair_concurrent", lambda: True)
+    assert policy.pair(first, second, _SerialNumba) == (1, 2)
+    assert seen["first"][0] == threading.current_thread().name and set(seen["first"][1]) == {1}
+    assert seen["second"][0].startswith("lgm-pair") and seen["second"][1] == 1
+    assert set(seen["second"][2]) == {1} and _blas_threads() == before
+    done = []
+
+    def boom():
+        raise RuntimeError("first failed")
+
+    with pytest.raises(RuntimeError, match="first failed"):
+        policy.pair(boom, lambda: done.append(1), _SerialNumba)
+    assert done == [1] and _blas_threads() == before  # the worker finished; limits restored
+    monkeypatch.setattr(policy, "pair_concurrent", lambda: False)
+    assert policy.pair(first, second, _SerialNumba) == (1, 2)
+    assert seen["second"][0] == threading.current_thread().name
+
+
+def test_pair_is_concurrent_only_with_two_free_cores_and_a_safe_threading_layer(fake_load, monkeypatch):
+    lgm.logsumexp(np.zeros((4, 3)), axis=1)  # a parallel kernel has run: the layer is chosen
+    layer = numba.threading_layer()
+    assert policy.pair_concurrent() == (layer != "workqueue")
+    fake_load["machine"] = 2  # one other busy process: one free core
+    assert not policy.pair_concurrent()
+    monkeypatch.setitem(policy._state, "policy", "fixed")  # fixed: all of the process's cores
+    assert policy.pair_concurrent() == (layer != "workqueue")
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")  # aborts on two callers
+    assert not policy.pair_concurrent()

@@ -261,3 +261,99 @@ def test_gaussian_variance_floor_bounds_the_density():
     assert np.all(out["logvar"] >= np.log(1e-3) - 1e-5)
     assert np.all(np.isfinite(m.elbo(X)))
     assert m.elbo(X).mean() <= 12 * -0.5 * np.log(2 * np.pi * 1e-3) + 1e-3
+
+
+# --- a conv minibatch as two halves (VAE._halves, Backend.pair) ---------------------------------
+def _halves_case(dtype, B=40):
+    m = _small("conv", "bernoulli", dtype=dtype)
+    return m, _data(m, B, "bernoulli", dtype=dtype)
+
+
+def _loss_grad(m, x, objective, S):
+    m.params.zero_grad()
+    loss = m.loss_and_grad(x, np.random.default_rng(5), objective, S)
+    return loss, m.params.grad.copy()
+
+
+@pytest.mark.parametrize("objective,S", [("elbo", 2), ("iwae", 3)])
+def test_conv_minibatch_in_halves_matches_finite_differences(objective, S, monkeypatch):
+    import lgm.models.vae as vae_module
+
+    # few rows (with 40, central differences cross ReLU kinks: 4e-4 with or without halves)
+    monkeypatch.setattr(vae_module, "_HALF_MIN_ROWS", 2)
+    m, x = _halves_case(np.float64, B=5)
+    assert m._cut(len(x)) == 2  # the case is cut (2 + 3 rows)
+    _, g = _loss_grad(m, x, objective, S)
+    fd = central_diff(lambda: _loss_grad(m, x, objective, S)[0], m.params.data, h=1e-5)
+    assert np.linalg.norm(g - fd) / np.linalg.norm(fd) < FD_TOL
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_conv_minibatch_in_halves_equals_the_whole_minibatch(dtype, rtol):
+    """The halves change only the order of the sums over rows (same noise, same rows): loss,
+    gradients, decoder log-densities and latent gradients agree to rounding (float32: a few
+    ulps of the largest sums)."""
+    m, x = _halves_case(dtype)
+    t = np.random.default_rng(1).standard_normal((2, len(x), m.latent_dim)).astype(dtype)
+    a = np.full((2, len(x)), dtype(-0.5), dtype)
+    cut = [_loss_grad(m, x, o, S) for o, S in (("elbo", 1), ("iwae", 3))]
+    m.params.zero_grad()
+    dec = m.decoder_grad(x, t, a)
+    m.params.finish_grad()
+    dec_g = m.params.grad.copy()
+    m._cut = lambda B: None  # the whole minibatch at once
+    whole = [_loss_grad(m, x, o, S) for o, S in (("elbo", 1), ("iwae", 3))]
+    for (l1, g1), (l2, g2) in zip(cut, whole):
+        assert l1 == pytest.approx(l2, rel=rtol)
+        np.testing.assert_allclose(g1, g2, rtol=rtol, atol=rtol * np.abs(g2).max())
+    m.params.zero_grad()
+    lp, dt = m.decoder_grad(x, t, a)
+    m.params.finish_grad()
+    np.testing.assert_allclose(dec[0], lp, rtol=rtol)
+    np.testing.assert_allclose(dec[1], dt, rtol=rtol, atol=rtol * np.abs(dt).max())
+    np.testing.assert_allclose(dec_g, m.params.grad, rtol=rtol, atol=rtol * np.abs(dec_g).max())
+
+
+def test_conv_halves_side_by_side_or_in_turn_give_the_same_bits(monkeypatch):
+    """Run on two cores or one after the other (one free core), a seed gives the same numbers;
+    a decoder gradient without parameters leaves the gradient buffer alone; the twin follows
+    the parameters when their buffer is replaced."""
+    from lgm._backends.cpu import policy
+
+    m, x = _halves_case(np.float32, B=64)
+    t = np.random.default_rng(1).standard_normal((3, len(x), m.latent_dim)).astype(np.float32)
+    a = np.ones((3, len(x)), np.float32)
+    runs = []
+    for concurrent in (True, False):
+        monkeypatch.setattr(policy, "pair_concurrent", lambda: concurrent)
+        loss, g = _loss_grad(m, x, "iwae", 2)
+        m.params.grad[...] = 7.0
+        m.params.zero_grad()
+        lp, dt = m.decoder_grad(x, t, a, params=False)
+        assert m.params.touched() == [] and (m.params.grad == 7.0).all()
+        runs.append((loss, g, lp, dt))
+    for u, v in zip(*runs):
+        np.testing.assert_array_equal(u, v)
+    twin = m._twin()
+    m.params.data = m.params.data.copy()  # a new buffer (as after a GPU round trip): the
+    m.params._make_views()  # twin follows it
+    assert m._twin() is not twin and m._twin().params.data is m.params.data
+    loss, g = _loss_grad(m, x, "iwae", 2)
+    assert loss == runs[0][0] and np.array_equal(g, runs[0][1])
+    with pytest.raises(ValueError, match="share_data"):
+        m._twin().params.share_data(np.zeros(3, np.float32))
+
+
+def test_reparameterize_takes_given_noise():
+    from lgm import ops
+
+    rng = np.random.default_rng(0)
+    mu, lv = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    t, eps = ops.reparameterize(mu, lv, np.random.default_rng(2), n_samples=4)
+    t2, eps2 = ops.reparameterize(mu[1:3], lv[1:3], None, n_samples=4, eps=eps[:, 1:3])
+    np.testing.assert_array_equal(t2, t[:, 1:3])
+    assert eps2.flags.c_contiguous
+    with pytest.raises(ValueError, match="eps of shape"):
+        ops.reparameterize(mu, lv, None, n_samples=4, eps=eps[:, :2])
+    with pytest.raises(ValueError, match="eps of shape"):
+        ops.reparameterize(mu, lv, None, n_samples=4, eps=eps.astype(np.float32))

@@ -12,7 +12,10 @@ E-step strategies) asks ``backend_of(x)`` and then uses what the backend carries
   ``relu_backward``, ``adam_step``): Numba on the CPU (``cpu.nn``), array expressions on the
   GPU (``gpu.nn``, which is also their specification);
 - ``to_host(a)``: a numpy copy of a device array (host arrays and scalars pass as numpy);
-- ``threads()``: the threading policy for model work (below).
+- ``threads()``: the threading policy for model work (below);
+- ``pair(first, second)``: ``(first(), second())`` for two independent pieces of model work,
+  side by side on two cores where they are free (CPU: ``cpu.policy.pair``), else one after the
+  other (always on the GPU), with the same results either way.
 
 Detection is by the array's type module ("cupy" -> the GPU backend, anything else -> the CPU
 one); cupy is imported only when a cupy array arrives, so the CPU path never needs it.
@@ -59,14 +62,22 @@ def device_to_host(a):
 class Backend:
     """What one device offers (see the module docstring). Made once per device and cached."""
 
-    def __init__(self, name, xp, kernels, lowrank, nn, to_host, threads):
+    def __init__(self, name, xp, kernels, lowrank, nn, to_host, threads, pair=None):
         self.name, self.xp, self.kernels, self.lowrank, self.nn = name, xp, kernels, lowrank, nn
         self.to_host = to_host
         self._threads = threads
+        self._pair = pair
 
     def threads(self):
         """Context manager: the threading policy for model work on this device."""
         return self._threads()
+
+    def pair(self, first, second):
+        """(first(), second()): two independent pieces of model work, called from inside
+        :meth:`threads`; side by side where the device has two free cores for them."""
+        if self._pair is None:
+            return first(), second()
+        return self._pair(first, second, self._threads)
 
     def __repr__(self):
         return f"Backend({self.name!r})"
@@ -92,12 +103,12 @@ class _SerialNumba:
 def _cpu():
     from . import batched
     from .cpu import kernels, lowrank, nn
-    from .cpu.policy import LoadAwareKernels
+    from .cpu.policy import LoadAwareKernels, pair
 
     low = SimpleNamespace(row_stats=lowrank.row_stats, missing_rows_logpdf=lowrank.missing_rows_logpdf,
                           missing_estep=lowrank.missing_estep,
                           missing_mstep_stats=lambda *a: batched.missing_mstep_stats(np, *a))
-    return Backend("numpy", np, LoadAwareKernels(kernels), low, nn, np.asarray, _SerialNumba)
+    return Backend("numpy", np, LoadAwareKernels(kernels), low, nn, np.asarray, _SerialNumba, pair)
 
 
 def _gpu(fname):

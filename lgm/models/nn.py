@@ -103,6 +103,22 @@ class Params:
             off += n
         self._fresh = set(self.views)
 
+    def share_data(self, data):
+        """View ``data``, the buffer of another Params of the same declarations, as these
+        parameters, with a gradient buffer of its own: a twin that computes gradients of the
+        same weights beside the original (the two halves of a minibatch, lgm.models.vae)."""
+        if data.shape != (self.size,) or data.dtype != self.dtype:
+            raise ValueError(f"Params.share_data: expected a buffer of shape ({self.size},) and "
+                             f"dtype {self.dtype}, got {data.shape} {data.dtype}")
+        self.data = data
+        self.grad = backend_of(data).xp.zeros_like(data)
+        self._make_views()
+        return self
+
+    def touched(self):
+        """The names whose gradient received something since :meth:`zero_grad`."""
+        return [n for n in self.views if n not in self._fresh]
+
     def zero_grad(self):
         """Start a new gradient. Lazy: every buffer is marked fresh, and the first accumulation
         into it overwrites; :meth:`finish_grad` zero-fills any buffer that received nothing."""

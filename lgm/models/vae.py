@@ -39,6 +39,9 @@ from .training import minibatch_loop, take_rows
 __all__ = ["VAE", "mlp_vae", "conv_vae", "linear_vae", "train", "load_model", "map_row_blocks"]
 
 
+_HALF_MIN_ROWS = 16  # a conv model's minibatch is cut in two halves from 2 x 16 rows (VAE._cut)
+
+
 def _model_work(method):
     """Run a public method of the model inside its device's threading policy (one thread for
     lgm's Numba kernels between BLAS calls on the CPU; see lgm.ops.Backend.threads)."""
@@ -153,17 +156,55 @@ class VAE:
         dy = self.head.backward(grads, head_cache)
         return self.decoder.backward(dy.reshape((dy.shape[0],) + self.dec_out_shape), net_cache)
 
-    def _sample(self, x, rng, S, proposal=None):
-        """encode (or take ``proposal`` = (mu_t, logvar_t)) -> reparameterise S draws -> decode:
-        the one path from data to decoder outputs. Returns (mu_t, lv_t (B, d), eps, t (S, B, d),
-        decoder outputs, encoder cache (None with a proposal), decoder cache)."""
+    def _sample(self, x, rng, S, proposal=None, eps=None):
+        """encode (or take ``proposal`` = (mu_t, logvar_t)) -> reparameterise S draws (drawn
+        from ``rng``, or ``eps`` (S, B, d) given) -> decode: the one path from data to decoder
+        outputs. Returns (mu_t, lv_t (B, d), eps, t (S, B, d), decoder outputs, encoder cache
+        (None with a proposal), decoder cache)."""
         if proposal is None:
             mu_t, lv_t, ecache = self.encode(x)
         else:
             (mu_t, lv_t), ecache = proposal, None
-        t, eps = ops.reparameterize(mu_t, lv_t, rng, n_samples=S)  # (S, B, d)
+        t, eps = ops.reparameterize(mu_t, lv_t, rng, n_samples=S, eps=eps)  # (S, B, d)
         out, dcache = self.decode(t.reshape(S * x.shape[0], self.latent_dim))
         return mu_t, lv_t, eps, t, out, ecache, dcache
+
+    # --- a minibatch as two halves, side by side on two cores (CPU) ---------------------------
+    # A conv model's step is GEMMs with serial data movement between them (README, "VAE
+    # training"); cut in two halves of rows, each half runs through the whole network on its own
+    # core (Backend.pair: BLAS on one thread each), the second on a twin that views the same
+    # parameters and has its own gradient and scratch buffers, and the gradients are summed.
+    # Conv models on the CPU are always cut the same way, also where the halves run one after
+    # the other (one free core), so a seed gives the same numbers on any CPU machine. (Not on
+    # the GPU: there a half-size launch costs as much as a whole one.)
+    def _cut(self, B):
+        """Where a minibatch of B rows is cut in two (None: not cut)."""
+        if self.spec["kind"] != "conv" or B < 2 * _HALF_MIN_ROWS or self.params.backend.name != "numpy":
+            return None
+        return B // 2
+
+    def _twin(self):
+        """A model of the same architecture viewing this one's parameters (own gradient)."""
+        tw = self.__dict__.get("_half_twin")
+        if tw is None or tw.params.data is not self.params.data:
+            tw = _build(self.spec)
+            tw.params.share_data(self.params.data)
+            self._half_twin = tw
+        return tw
+
+    def _halves(self, first, second):
+        """(first(self), second(twin)) by Backend.pair, the twin's gradients then added to this
+        model's (those it received; nothing inside ``params.frozen``)."""
+        twin = self._twin()
+
+        def on_twin():
+            twin.params.zero_grad()
+            return second(twin), twin.params.touched()
+
+        a, (b, touched) = self.params.backend.pair(lambda: first(self), on_twin)
+        for n in touched:
+            self.params.accumulate(n, twin.params.grads[n])
+        return a, b
 
     # --- objectives ---------------------------------------------------------------------------
     @_model_work
@@ -186,44 +227,62 @@ class VAE:
         """
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"loss_and_grad: expected objective 'elbo' or 'iwae', got {objective!r}")
-        S = int(n_samples)
-        mu_t, lv_t, eps, t, out, ecache, dcache = self._sample(x, rng, S)
-        grad = self._elbo_grad if objective == "elbo" else self._iwae_grad
-        loss, dt, dmu, dlv = grad(x, mu_t, lv_t, t, out, dcache)
-        F = x.dtype.type
-        dmu += dt.sum(axis=0)
-        dlv += (dt * eps).sum(axis=0) * (F(0.5) * backend_of(x).xp.exp(F(0.5) * lv_t))
-        self._encode_backward(dmu, dlv, ecache)
+        S, B = int(n_samples), x.shape[0]
+        xp = backend_of(x).xp
+        # the noise of all rows, drawn once (as reparameterize draws it): each half takes its rows'
+        eps = ops.standard_normal(rng, (S, B, self.latent_dim), self.dtype, xp, "loss_and_grad")
+        cut = self._cut(B)
+        if cut is None:
+            loss = self._rows_loss(x, eps, objective, B)
+        else:
+            la, lb = self._halves(lambda m: m._rows_loss(x[:cut], eps[:, :cut], objective, B),
+                                  lambda m: m._rows_loss(x[cut:], eps[:, cut:], objective, B))
+            loss = la + lb
         self.params.finish_grad()
         # a float on the CPU; a 0-d device array on the GPU (no synchronisation per step)
         return float(loss) if self.params.backend.name == "numpy" else loss
 
-    def _elbo_grad(self, x, mu_t, lv_t, t, out, dcache):
+    def _rows_loss(self, x, eps, objective, n_rows):
+        """The share of rows x in the minibatch loss (their terms / ``n_rows``, the minibatch's
+        rows), its gradient accumulated; eps (S, B, d): their noise."""
+        S = eps.shape[0]
+        mu_t, lv_t, eps, t, out, ecache, dcache = self._sample(x, None, S, eps=eps)
+        grad = self._elbo_grad if objective == "elbo" else self._iwae_grad
+        loss, dt, dmu, dlv = grad(x, mu_t, lv_t, t, out, dcache, n_rows)
+        F = x.dtype.type
+        dmu += dt.sum(axis=0)
+        dlv += (dt * eps).sum(axis=0) * (F(0.5) * backend_of(x).xp.exp(F(0.5) * lv_t))
+        self._encode_backward(dmu, dlv, ecache)
+        return loss
+
+    def _elbo_grad(self, x, mu_t, lv_t, t, out, dcache, n_rows):
         """ELBO = mean_s log p(x | t_s) - KL(q || N(0, I)) (closed-form KL, Kingma & Welling
-        2014, App. B). Returns (loss, d loss/dt (S, B, d), and the KL's d/dmu_t, d/dlv_t)."""
+        2014, App. B), summed over the rows / n_rows. Returns (loss, d loss/dt (S, B, d), and
+        the KL's d/dmu_t, d/dlv_t)."""
         S, B = t.shape[:2]
         F = x.dtype.type
-        a = backend_of(x).xp.full((S, B), F(-1.0 / (S * B)), x.dtype)  # d loss / d log p(x | t_sb)
+        a = backend_of(x).xp.full((S, B), F(-1.0 / (S * n_rows)), x.dtype)  # d loss / d log p(x | t_sb)
         lp, g = self.head.loglik_grad(x, out, a)
         kl, dkl_mu, dkl_lv = ops.kl_diag_std_normal_grad(mu_t, lv_t)
         dt = self._decode_backward(g, dcache).reshape(S, B, -1)
-        return kl.mean() - lp.mean(), dt, dkl_mu * F(1.0 / B), dkl_lv * F(1.0 / B)
+        # (sum / n: numpy's mean, bit for bit, when the rows are the whole minibatch)
+        return kl.sum() / n_rows - lp.sum() / (S * n_rows), dt, dkl_mu * F(1.0 / n_rows), dkl_lv * F(1.0 / n_rows)
 
-    def _iwae_grad(self, x, mu_t, lv_t, t, out, dcache):
-        """IWAE_S = logsumexp_s log w_s - log S (Burda et al. 2016); d IWAE = sum_s w~_s
-        d log w_s with w~ = softmax(log w). Returns (loss, d loss/dt, d/dmu_t, d/dlv_t of the
-        terms not through t)."""
+    def _iwae_grad(self, x, mu_t, lv_t, t, out, dcache, n_rows):
+        """IWAE_S = logsumexp_s log w_s - log S (Burda et al. 2016), summed over the rows /
+        n_rows; d IWAE = sum_s w~_s d log w_s with w~ = softmax(log w). Returns (loss, d loss/dt,
+        d/dmu_t, d/dlv_t of the terms not through t)."""
         S, B = t.shape[:2]
         F = x.dtype.type
         log_w = ops.importance_log_weights(x, t, mu_t, lv_t, **self.head.bound_kwargs(out, S, B))
-        a = ops.importance_weights(log_w) * F(-1.0 / B)  # (S, B)
+        a = ops.importance_weights(log_w) * F(-1.0 / n_rows)  # (S, B)
         _, g = self.head.loglik_grad(x, out, a)
         dt = self._decode_backward(g, dcache).reshape(S, B, -1)
         dt -= a[..., None] * t  # log p(t) = -|t|²/2 + const
         xp = backend_of(x).xp
         # -log q = 1/2 sum logvar_t + const (through the reparameterisation)
         dlv = xp.broadcast_to(F(0.5) * a.sum(axis=0)[:, None], lv_t.shape).copy()
-        return -ops.iwae(log_w).mean(), dt, xp.zeros_like(mu_t), dlv
+        return -ops.iwae(log_w).sum() / n_rows, dt, xp.zeros_like(mu_t), dlv
 
     @_model_work
     def decoder_grad(self, x, t, a, params=True):
@@ -239,6 +298,17 @@ class VAE:
         -------
         (log p of shape (S, B), the gradient wrt t of shape (S, B, d)).
         """
+        S, B, d = t.shape
+        cut = self._cut(B)
+        if cut is None:
+            return self._rows_decoder_grad(x, t, a, params)
+        (lp1, dt1), (lp2, dt2) = self._halves(
+            lambda m: m._rows_decoder_grad(x[:cut], t[:, :cut], a[:, :cut], params),
+            lambda m: m._rows_decoder_grad(x[cut:], t[:, cut:], a[:, cut:], params))
+        xp = backend_of(x).xp
+        return xp.concatenate([lp1, lp2], axis=1), xp.concatenate([dt1, dt2], axis=1)
+
+    def _rows_decoder_grad(self, x, t, a, params):
         S, B, d = t.shape
         out, dc = self.decode(t.reshape(S * B, d))
         lp, g = self.head.loglik_grad(x, out, a)

@@ -32,7 +32,8 @@ import threading
 import time
 import warnings
 
-__all__ = ["set_thread_policy", "thread_policy", "free_cores", "LoadAwareKernels"]
+__all__ = ["set_thread_policy", "thread_policy", "free_cores", "LoadAwareKernels", "pair",
+           "pair_concurrent"]
 
 _POLICIES = ("adaptive", "fixed")
 _state = {"policy": os.environ.get("LGM_THREAD_POLICY", "adaptive").strip().lower() or "adaptive"}
@@ -140,3 +141,62 @@ def _wrap(kernel):
             numba.set_num_threads(n)
     call.kernel = kernel
     return call
+
+
+# --- two pieces of model work on two cores ------------------------------------------------------
+# A conv-VAE step on 2 cores alternates BLAS calls (2 threads) with serial data movement
+# (im2col/col2im, bias passes) that leaves the second core idle, and the BLAS workers spin on it
+# between calls. ``pair`` runs two independent pieces of work (the two halves of a minibatch,
+# lgm.models.vae) side by side instead: the second on one worker thread of lgm's, the first in
+# the caller, each with BLAS on one thread (threadpoolctl, set for the pair and restored), each
+# with lgm's Numba kernels on one thread (``threads``, the model's policy, entered in the worker).
+# They run one after the other, with the same results, when fewer than two cores are free (the
+# adaptive policy's count; all of the process's cores with "fixed") or when Numba's threading
+# layer is "workqueue", which aborts when two threads call parallel kernels at once.
+_pair = {"pool": None, "blas": None}
+
+
+def _pair_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _lock:
+        if _pair["pool"] is None:
+            _pair["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgm-pair")
+            from threadpoolctl import ThreadpoolController
+
+            _pair["blas"] = ThreadpoolController()  # the BLAS libraries loaded (numpy's)
+    return _pair["pool"], _pair["blas"]
+
+
+def pair_concurrent():
+    """Whether :func:`pair` would run its two pieces at the same time now."""
+    import numba
+
+    free = free_cores() if _state["policy"] == "adaptive" else None
+    if (free if free is not None else _cores()) < 2:
+        return False
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return False
+
+
+def pair(first, second, threads):
+    """(first(), second()), at the same time on two cores where :func:`pair_concurrent`, else
+    one after the other. ``threads``: the context manager of the model's threading policy, entered
+    around ``second`` in the worker thread (the caller is already inside it)."""
+    if not pair_concurrent():
+        return first(), second()
+
+    def run():
+        with threads():
+            return second()
+
+    pool, blas = _pair_pool()
+    with blas.limit(limits=1, user_api="blas"):
+        fut = pool.submit(run)
+        try:
+            a = first()
+        finally:
+            b = fut.result()  # the worker is never left running (an error in first still waits)
+    return a, b

@@ -8,6 +8,10 @@ The conv VAE of bench/vae_bench.py (Bernoulli, MNIST-5k, batch 128, float32, Ada
 the model's threading policy, 2 threads, 10 warm-up steps then --steps timed ones. lgm's GEMMs
 run on numpy's OpenBLAS: the first line says which kernels it loaded (see bench/vae_bench.py on
 OPENBLAS_CORETYPE). Timings are wall time per step: run it on an otherwise quiet machine.
+
+Since lgm 0.2.0 the minibatch is cut in two halves that run side by side (README, "threading
+policy"): the layer rows time the caller's half (64 images) while the other half runs on the
+model's twin on the other core, and "the rest" includes waiting for that half.
 """
 
 from __future__ import annotations
@@ -109,10 +113,11 @@ def main():
     print(blas_line())
     per_step, parts = step_profile(args.steps)
     print(f"\nconv VAE step: {per_step * 1e3:.2f} ms ({128 / per_step:,.0f} img/s), "
-          f"{args.steps} steps\n\n| part | ms / step |\n|---|---:|")
+          f"{args.steps} steps\n\n| part (the caller's half of the minibatch) | ms / step |\n|---|---:|")
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"| {k} | {v * 1e3:.2f} |")
-    print(f"| the rest (loss, sampling, glue) | {(per_step - sum(parts.values())) * 1e3:.2f} |")
+    print(f"| the rest (loss, sampling, glue, waiting for the other half) | "
+          f"{(per_step - sum(parts.values())) * 1e3:.2f} |")
     g, flop = gemm_times()
     print("\n| big-layer GEMM, alone | ms | GFLOP/s |\n|---|---:|---:|")
     for k, t in g.items():

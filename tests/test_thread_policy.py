@@ -147,3 +147,32 @@ def test_pair_is_concurrent_only_with_two_free_cores_and_a_safe_threading_layer(
     assert policy.pair_concurrent() == (layer != "workqueue")
     monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")  # aborts on two callers
     assert not policy.pair_concurrent()
+
+
+def test_a_second_pair_at_the_same_time_runs_in_turn(monkeypatch):
+    """One pair at a time: a pair started inside the worker (or by another thread while one
+    runs) runs its pieces one after the other, in its own thread, without waiting on the busy
+    worker; an error in the worker's piece reaches the caller, with the BLAS limit restored."""
+    import threading
+
+    from lgm._backends import _SerialNumba
+
+    monkeypatch.setattr(policy, "pair_concurrent", lambda: True)
+    before = _blas_threads()
+    here = lambda: threading.current_thread().name  # noqa: E731
+    inner = {}
+
+    def second():
+        inner["names"] = policy.pair(here, here, _SerialNumba)
+        return 2
+
+    assert policy.pair(lambda: 1, second, _SerialNumba) == (1, 2)
+    assert inner["names"][0] == inner["names"][1] and inner["names"][0].startswith("lgm-pair")
+
+    def fails():
+        raise ValueError("second failed")
+
+    with pytest.raises(ValueError, match="second failed"):
+        policy.pair(lambda: 1, fails, _SerialNumba)
+    assert _blas_threads() == before
+    assert policy.pair(here, here, _SerialNumba)[1].startswith("lgm-pair")  # free again

@@ -132,12 +132,13 @@ class Params:
 
     def frozen(self, on=True):
         """Context in which backward passes skip the parameter gradients (they only carry the
-        input gradient through), e.g. for gradients in the latent variables."""
+        input gradient through), e.g. for gradients in the latent variables. Nested, it never
+        unfreezes: ``frozen(False)`` inside ``frozen()`` stays frozen."""
         P = self
 
         class _Frozen:
             def __enter__(self):
-                self.old, P._frozen = P._frozen, on
+                self.old, P._frozen = P._frozen, P._frozen or on
 
             def __exit__(self, *exc):
                 P._frozen = self.old

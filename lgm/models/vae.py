@@ -199,7 +199,8 @@ class VAE:
 
         def on_twin():
             twin.params.zero_grad()
-            return second(twin), twin.params.touched()
+            with twin.params.frozen(self.params._frozen):  # frozen as this model is
+                return second(twin), twin.params.touched()
 
         a, (b, touched) = self.params.backend.pair(lambda: first(self), on_twin)
         for n in touched:
@@ -265,7 +266,7 @@ class VAE:
         lp, g = self.head.loglik_grad(x, out, a)
         kl, dkl_mu, dkl_lv = ops.kl_diag_std_normal_grad(mu_t, lv_t)
         dt = self._decode_backward(g, dcache).reshape(S, B, -1)
-        # (sum / n: numpy's mean, bit for bit, when the rows are the whole minibatch)
+        # (sum / n: numpy's mean when the rows are the whole minibatch)
         return kl.sum() / n_rows - lp.sum() / (S * n_rows), dt, dkl_mu * F(1.0 / n_rows), dkl_lv * F(1.0 / n_rows)
 
     def _iwae_grad(self, x, mu_t, lv_t, t, out, dcache, n_rows):
@@ -292,7 +293,8 @@ class VAE:
         Parameters
         ----------
         x : array (B, D); t : array (S, B, d); a : array (S, B) — per-draw weights.
-        params : bool — also accumulate the gradient wrt the decoder's parameters.
+        params : bool — also accumulate the gradient wrt the decoder's parameters (not inside
+            ``params.frozen()``).
 
         Returns
         -------

@@ -154,6 +154,10 @@ def _wrap(kernel):
 # adaptive policy's count; all of the process's cores with "fixed") or when Numba's threading
 # layer is "workqueue", which aborts when two threads call parallel kernels at once.
 _pair = {"pool": None, "blas": None}
+# one pair at a time: a second caller (another thread, e.g. dask's threaded scheduler scoring
+# chunks, or a pair nested in the worker) runs its pieces one after the other instead of
+# changing the process-wide BLAS limit under the first or waiting on the busy worker
+_pair_busy = threading.Lock()
 
 
 def _pair_pool():
@@ -168,8 +172,20 @@ def _pair_pool():
     return _pair["pool"], _pair["blas"]
 
 
+def _forget_pool_after_fork():
+    # a forked child has no worker thread: it makes its own pool on first use
+    _pair["pool"] = _pair["blas"] = None
+    global _pair_busy
+    _pair_busy = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def pair_concurrent():
-    """Whether :func:`pair` would run its two pieces at the same time now."""
+    """Whether :func:`pair` would run its two pieces at the same time now (unless another pair
+    is running)."""
     import numba
 
     free = free_cores() if _state["policy"] == "adaptive" else None
@@ -181,22 +197,40 @@ def pair_concurrent():
         return False
 
 
-def pair(first, second, threads):
-    """(first(), second()), at the same time on two cores where :func:`pair_concurrent`, else
-    one after the other. ``threads``: the context manager of the model's threading policy, entered
-    around ``second`` in the worker thread (the caller is already inside it)."""
-    if not pair_concurrent():
-        return first(), second()
-
-    def run():
-        with threads():
-            return second()
-
-    pool, blas = _pair_pool()
-    with blas.limit(limits=1, user_api="blas"):
-        fut = pool.submit(run)
+def _result(fut):
+    """fut.result(), waited for to the end even through a Ctrl-C (re-raised after it): the
+    worker is never left running a half while the caller moves on."""
+    interrupted = None
+    while True:
         try:
-            a = first()
-        finally:
-            b = fut.result()  # the worker is never left running (an error in first still waits)
-    return a, b
+            out = fut.result()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+    return out
+
+
+def pair(first, second, threads):
+    """(first(), second()), at the same time on two cores where :func:`pair_concurrent` and no
+    other pair is running, else one after the other. ``threads``: the context manager of the
+    model's threading policy, entered around ``second`` in the worker thread (the caller is
+    already inside it)."""
+    if not pair_concurrent() or not _pair_busy.acquire(blocking=False):
+        return first(), second()
+    try:
+        def run():
+            with threads():
+                return second()
+
+        pool, blas = _pair_pool()
+        with blas.limit(limits=1, user_api="blas"):
+            fut = pool.submit(run)
+            try:
+                a = first()
+            finally:
+                b = _result(fut)  # an error or Ctrl-C in first still waits for the worker
+        return a, b
+    finally:
+        _pair_busy.release()

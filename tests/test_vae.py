@@ -263,7 +263,7 @@ def test_gaussian_variance_floor_bounds_the_density():
     assert m.elbo(X).mean() <= 12 * -0.5 * np.log(2 * np.pi * 1e-3) + 1e-3
 
 
-# --- a conv minibatch as two halves (VAE._halves, Backend.pair) ---------------------------------
+# --- a conv minibatch as two halves (VAE._by_rows, Backend.pair) ---------------------------------
 def _halves_case(dtype, B=40):
     m = _small("conv", "bernoulli", dtype=dtype)
     return m, _data(m, B, "bernoulli", dtype=dtype)
@@ -341,8 +341,12 @@ def test_conv_halves_side_by_side_or_in_turn_give_the_same_bits(monkeypatch):
     for u, v in zip(*runs):
         np.testing.assert_array_equal(u, v)
     m.params.zero_grad()
+    assert not m.params.is_frozen
     with m.params.frozen():  # frozen by the caller: neither half touches a gradient
+        with m.params.frozen(False):  # nested, it never unfreezes
+            assert m.params.is_frozen
         m.decoder_grad(x, t, a, params=True)
+    assert not m.params.is_frozen
     assert m.params.touched() == [] and m._twin().params.touched() == []
     twin = m._twin()
     m.params.data = m.params.data.copy()  # a new buffer (as after a GPU round trip): the

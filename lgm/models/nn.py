@@ -130,6 +130,11 @@ class Params:
             self.grads[name].fill(0)
         self._fresh = set()
 
+    @property
+    def is_frozen(self):
+        """Whether backward passes skip the parameter gradients now (inside :meth:`frozen`)."""
+        return self._frozen
+
     def frozen(self, on=True):
         """Context in which backward passes skip the parameter gradients (they only carry the
         input gradient through), e.g. for gradients in the latent variables. Nested, it never

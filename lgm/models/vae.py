@@ -192,17 +192,22 @@ class VAE:
             self._half_twin = tw
         return tw
 
-    def _halves(self, first, second):
-        """(first(self), second(twin)) by Backend.pair, the twin's gradients then added to this
-        model's (those it received; nothing inside ``params.frozen``)."""
+    def _by_rows(self, B, fn):
+        """fn(model, rows) over a minibatch of B rows: ``(fn(self, slice(None)),)`` uncut, or,
+        cut in two halves by Backend.pair, ``(fn(self, first half), fn(twin, second half))``,
+        the twin's gradients then added to this model's (those it received; nothing inside
+        ``params.frozen``)."""
+        cut = self._cut(B)
+        if cut is None:
+            return (fn(self, slice(None)),)
         twin = self._twin()
 
         def on_twin():
             twin.params.zero_grad()
-            with twin.params.frozen(self.params._frozen):  # frozen as this model is
-                return second(twin), twin.params.touched()
+            with twin.params.frozen(self.params.is_frozen):  # frozen as this model is
+                return fn(twin, slice(cut, None)), twin.params.touched()
 
-        a, (b, touched) = self.params.backend.pair(lambda: first(self), on_twin)
+        a, (b, touched) = self.params.backend.pair(lambda: fn(self, slice(None, cut)), on_twin)
         for n in touched:
             self.params.accumulate(n, twin.params.grads[n])
         return a, b
@@ -232,13 +237,7 @@ class VAE:
         xp = backend_of(x).xp
         # the noise of all rows, drawn once (as reparameterize draws it): each half takes its rows'
         eps = ops.standard_normal(rng, (S, B, self.latent_dim), self.dtype, xp, "loss_and_grad")
-        cut = self._cut(B)
-        if cut is None:
-            loss = self._rows_loss(x, eps, objective, B)
-        else:
-            la, lb = self._halves(lambda m: m._rows_loss(x[:cut], eps[:, :cut], objective, B),
-                                  lambda m: m._rows_loss(x[cut:], eps[:, cut:], objective, B))
-            loss = la + lb
+        loss = sum(self._by_rows(B, lambda m, r: m._rows_loss(x[r], eps[:, r], objective, B)))
         self.params.finish_grad()
         # a float on the CPU; a 0-d device array on the GPU (no synchronisation per step)
         return float(loss) if self.params.backend.name == "numpy" else loss
@@ -300,15 +299,11 @@ class VAE:
         -------
         (log p of shape (S, B), the gradient wrt t of shape (S, B, d)).
         """
-        S, B, d = t.shape
-        cut = self._cut(B)
-        if cut is None:
-            return self._rows_decoder_grad(x, t, a, params)
-        (lp1, dt1), (lp2, dt2) = self._halves(
-            lambda m: m._rows_decoder_grad(x[:cut], t[:, :cut], a[:, :cut], params),
-            lambda m: m._rows_decoder_grad(x[cut:], t[:, cut:], a[:, cut:], params))
+        parts = self._by_rows(t.shape[1], lambda m, r: m._rows_decoder_grad(x[r], t[:, r], a[:, r], params))
+        if len(parts) == 1:
+            return parts[0]
         xp = backend_of(x).xp
-        return xp.concatenate([lp1, lp2], axis=1), xp.concatenate([dt1, dt2], axis=1)
+        return tuple(xp.concatenate(halves, axis=1) for halves in zip(*parts))
 
     def _rows_decoder_grad(self, x, t, a, params):
         S, B, d = t.shape

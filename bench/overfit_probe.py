@@ -1,12 +1,13 @@
 """Train against held-out AIS of the conv study's kept models: does a strategy's decoder overfit?
 
 For every <strategy>-seed<k>.model.npz kept in a study's runs/mnist/ folder (the model at the end
-of its budget), AIS log p(x) (8 chains x 100 temperatures, the study's final score) on the first
-50 training images, binarised once by the study's fixed draw (the runs trained on fresh draws
-of the same grey images, so this is one more draw of images they fitted), and on the study's 50 held-out
-images. A decoder that fits its training images better than unseen ones shows a positive gap.
-The held-out score is the run's own final score, made again (same images, same seed): the
-column "run's final" is the .json's, a check that the model file is the one scored.
+of its budget), AIS log p(x) with the settings of the run's final score, read from its .json (in
+the 1920 s study: 8 chains x 100 temperatures on 50 images), on the first training images,
+binarised once by the study's fixed draw (the runs trained on fresh draws of the same grey
+images, so this is one more draw of images they fitted), and on the study's held-out images.
+A decoder that fits its training images better than unseen ones shows a positive gap. The
+held-out score is the run's own final score, made again (same images, same seed): the column
+"run's final" is the .json's, a check that the model file is the one scored.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/overfit_probe.py [RUNS_DIR]
 
@@ -21,22 +22,24 @@ import numpy as np
 
 from lgm.estep import ais_log_likelihood
 from lgm.front.data import embedded
-from lgm.front.study import _binary_once
+from lgm.front.study import _setup
 from lgm.models.vae import load_model
 
 runs = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/estep-dyn1920/study/runs/mnist")
 grey = embedded(binarize=False, dtype=np.float32, warn=lambda *a: None)
-n = 50  # the study's n_final for the conv experiment
-Xtr = _binary_once(grey.X_train, 1)[:n]  # the study's fixed draws (lgm.front.study._setup)
-Xte = _binary_once(grey.X_test[:100], 2)[:n]
-kw = dict(n_chains=8, n_temps=100, n_leapfrog=5)
-print("| model | AIS train (50) | AIS held-out (50) | run's final | train − held-out |")
+data = {}  # the study's fixed draws (lgm.front.study._setup), by its number of test images
+print("| model | AIS train | AIS held-out | run's final | train − held-out |")
 print("|---|---:|---:|---:|---:|")
 for f in sorted(runs.glob("*.model.npz")):
-    seed = int(f.name.split("-seed")[1].split(".")[0])
-    m = load_model(f)
-    tr = float(np.mean(ais_log_likelihood(m, Xtr, seed=seed, **kw).log_px))
-    te = float(np.mean(ais_log_likelihood(m, Xte, seed=seed, **kw).log_px))
     stem = f.name.removesuffix(".model.npz")
-    final = json.loads((runs / f"{stem}.json").read_text())["final"]
-    print(f"| {stem} | {tr:.2f} | {te:.2f} | {final:.2f} | {tr - te:+.2f} |", flush=True)
+    rec = json.loads((runs / f"{stem}.json").read_text())
+    st = rec["settings"]  # the images and AIS settings the run's final score used
+    n_test, n = st["data"][1][0], st["n_final"]
+    if n_test not in data:
+        cfg = _setup(st["experiment"], grey, n_test, st.get("binarize", "static"))
+        data[n_test] = cfg["Xtr"], cfg["Xte"]
+    Xtr, Xte = data[n_test]
+    m = load_model(f)
+    tr = float(np.mean(ais_log_likelihood(m, Xtr[:n], seed=rec["seed"], **st["ais_kw"]).log_px))
+    te = float(np.mean(ais_log_likelihood(m, Xte[:n], seed=rec["seed"], **st["ais_kw"]).log_px))
+    print(f"| {stem} | {tr:.2f} | {te:.2f} | {rec['final']:.2f} | {tr - te:+.2f} |", flush=True)

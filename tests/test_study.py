@@ -345,3 +345,29 @@ def test_budget_check_gives_the_gains_error_and_the_ranking_at_half_the_budget()
     # one seed: no standard error
     e = experiment(([-87.0], [-88.0]), ([-89.0], [-89.2]))
     assert e.gain_se != e.gain_se and "±" not in conclusion([e]).split("still rising")[1].split(")")[0]
+
+
+def test_iwae_against_the_vae_is_called_an_ordering_only_beyond_the_seed_noise():
+    """The conclusion's IWAE-vs-VAE sentence: a difference inside the seed spread (|Welch t| < 2)
+    orders nothing; a clear one is named with its t."""
+    from types import SimpleNamespace
+
+    from lgm.front.study import Experiment, conclusion
+
+    def experiment(iwae, amortized):
+        runs = {n: [SimpleNamespace(final=f, half_final=f, epochs=[1.0, 2.0], heldout=[f, f]) for f in v]
+                for n, v in (("iwae", iwae), ("amortized", amortized))}
+        e = Experiment("mnist", "conv", 960.0, [480.0, 960.0], runs, "AIS")
+        e.best = max(e.runs, key=e.mean_final)
+        e.half_finals = [r.half_final for r in e.runs[e.best]]
+        e.gain = 0.0
+        return conclusion([e])
+
+    # +0.08 nats with sd 0.1 and 0.5 (the 2026-12-04 MLP study): t = 0.3, no ordering
+    text = experiment([-97.0, -97.1, -97.2, -96.9, -97.15], [-96.5, -97.6, -97.2, -96.8, -97.6])
+    assert "within the seed spread (Welch's t = 0.3" in text and "same ordering" not in text
+    text = experiment([-96.0, -96.2, -96.1], [-97.0, -97.3, -97.1])
+    assert "the same ordering as Burda et al. (Welch's t = " in text
+    text = experiment([-98.0, -98.2, -98.1], [-97.0, -97.3, -97.1])
+    assert "not the ordering of Burda et al. (Welch's t = -" in text
+    assert "not the ordering of Burda et al. (one seed)" in experiment([-98.0], [-97.0])

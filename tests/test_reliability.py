@@ -258,6 +258,12 @@ def test_vae_validates_its_inputs():
     for fn in (m.transform, m.reconstruct, m.elbo):
         with pytest.raises(ValueError, match="NaN"):
             fn(Xn)
+    # a user's own loop: an empty minibatch (a slice past the end) or S = 0 was a ZeroDivisionError
+    rng = np.random.default_rng(0)
+    for x, kw, what in ((X[10:], {}, r"shape \(B >= 1, 6\), got \(0, 6\)"), (X[:, :5], {}, "shape"),
+                        (X, dict(n_samples=0), "n_samples"), (X, dict(n_samples=1.5), "n_samples")):
+        with pytest.raises(ValueError, match=what):
+            m.loss_and_grad(x, rng, **kw)
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")

@@ -233,6 +233,12 @@ class VAE:
         """
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"loss_and_grad: expected objective 'elbo' or 'iwae', got {objective!r}")
+        # the shape only: this runs every step (the trainers check the values of X once, up front)
+        if getattr(x, "ndim", None) != 2 or x.shape[0] == 0 or x.shape[1] != self.D:
+            raise ValueError(f"loss_and_grad: expected x of shape (B >= 1, {self.D}), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"loss_and_grad: expected n_samples to be a positive int, got {n_samples!r}")
         S, B = int(n_samples), x.shape[0]
         xp = backend_of(x).xp
         # the noise of all rows, drawn once (as reparameterize draws it): each half takes its rows'

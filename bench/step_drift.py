@@ -10,12 +10,12 @@ to check a host or a change for it (bench/results/estep_long.md, "Found (2026-12
                                [--steps 300] [--harness] [--start RUNS_DIR]
 
 Prints, per strategy, the median ms per iteration in each block of --steps iterations (batch
-128, training images binarised once), then the number of Adam's first and second moments below
+128; the study's model, and its training images binarised once by its fixed draw), then the number of Adam's first and second moments below
 the smallest normal float. --start RUNS_DIR begins from the models a study kept there
 (<strategy>-seed0.model.npz, at the end of their budget, with a fresh optimiser): the late
 regime at once (their logits reach -200; the study's steps slowed after ~20,000). --harness also
 times the same strategy through the study's harness
-(``lgm.estep.run_strategy``, 8 s, dynamic binarisation) and prints its median step. Time it only
+(``lgm.estep.run_strategy``, 8 s, the study's dynamic binarisation) and prints its median step. Time it only
 when nothing else runs. After editing lgm/_backends/cpu/fastmath.py, delete the Numba cache
 (lgm/_backends/cpu/__pycache__/*.nbi): it is keyed on each kernel's own file, and the kernels that
 inline fastmath's functions would otherwise keep their old machine code.
@@ -28,8 +28,8 @@ import numpy as np
 from lgm.estep.harness import run_strategy
 from lgm.estep.strategies import make_strategy
 from lgm.front.data import embedded
-from lgm.models.training import DynamicBinarization
-from lgm.models.vae import conv_vae, load_model, mlp_vae
+from lgm.front.study import _setup
+from lgm.models.vae import load_model
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--model", choices=("mlp", "conv"), default="mlp")
@@ -40,16 +40,11 @@ ap.add_argument("--harness", action="store_true")
 ap.add_argument("--start", help="a study's runs folder (e.g. bench/results/estep-mlp240/runs/mnist-mlp)")
 args = ap.parse_args()
 
+# the study's experiment: its model, its fixed and dynamic binarisations, its Adam step size
 grey = embedded(binarize=False, dtype=np.float32, warn=lambda *a: None)
-P = grey.X_train
-X = (np.random.default_rng(1).random(P.shape, dtype=P.dtype) < P).astype(P.dtype)
+cfg = _setup("mnist-mlp" if args.model == "mlp" else "mnist", grey, 200, "dynamic")
+X = cfg["Xtr"]
 n_b = len(X) // 128
-
-
-def make():
-    if args.model == "mlp":
-        return mlp_vae(D=X.shape[1], hidden=400, latent_dim=16, seed=0)
-    return conv_vae(grey.image_shape, latent_dim=16, seed=0)
 
 
 def subnormal(a):
@@ -58,8 +53,8 @@ def subnormal(a):
 
 
 for name in args.strategies.split(","):
-    model = make() if args.start is None else load_model(f"{args.start}/{name}-seed0.model.npz")
-    st = make_strategy(name, seed=0)
+    model = cfg["make"](0) if args.start is None else load_model(f"{args.start}/{name}-seed0.model.npz")
+    st = make_strategy(name, lr=cfg["lr"], seed=0)
     st.setup(model, X)
     perm = np.random.default_rng(0).permutation(len(X))
     blocks = []
@@ -77,8 +72,8 @@ for name in args.strategies.split(","):
     print(f"{args.model} {name}: ms per iteration, blocks of {args.steps}: {' '.join(blocks)}{moments}",
           flush=True)
     if args.harness:
-        r = run_strategy(name, make(), DynamicBinarization(P, seed=1), X[:200], grid=[4.0, 8.0],
-                         budget_s=8.0, seed=0, lr=1e-3, batch_size=128, n_samples_curve=10,
+        r = run_strategy(name, cfg["make"](0), cfg["train"](0), cfg["Xte"], grid=[4.0, 8.0],
+                         budget_s=8.0, seed=0, lr=cfg["lr"], batch_size=128, n_samples_curve=10,
                          n_samples_final=0)
         print(f"{args.model} {name}: harness (8 s, dynamic binarisation), median "
               f"{np.median(r.step_seconds) * 1e3:.2f} ms per iteration over {len(r.step_seconds)}",

@@ -153,13 +153,13 @@ def bernoulli_logpmf_grad(x, logits, weights=None):
 
     Returns
     -------
-    LogpmfGrad(value, dlogits): value of shape (...); dlogits = w (x - sigmoid(logits)) of the
-    shape of ``logits`` (summed over the axes along which it was broadcast). On the CPU it is
-    exact to within 2^-100 (float64: 2^-960): a row whose weight is below that has no gradient,
-    and the term w sigmoid(logits) is dropped where below it. So no gradient is subnormal: Intel cores take a microcode assist for every
-    operation on one, and a trained decoder's background logits reach -200 and IWAE's weights
-    can be as small (the backward GEMMs ran 3-5x slower). The value is exact; the GPU's kernel
-    computes the gradient in full.
+    LogpmfGrad(value, dlogits): value of shape (...); dlogits = w (x - sigmoid(logits)) of the shape
+    of ``logits`` (summed over the axes along which it was broadcast). On the CPU it is exact to
+    within 2^-100 (float64: 2^-960): a row whose weight is below that has no gradient, and the term
+    w sigmoid(logits) is dropped where below it. So no gradient is subnormal: Intel cores take a
+    microcode assist for every operation on one, and a trained decoder's background logits reach
+    -200 and IWAE's weights can be as small (the backward GEMMs ran 3-5x slower). The value is
+    exact; the GPU's kernel computes the gradient in full.
     """
     fname = "bernoulli_logpmf_grad"
     be, dtype, a = check_floats(fname, x=x, logits=logits, weights=weights)

@@ -72,15 +72,15 @@ def _rows(r, lead, rs):
 # KL(N(mu, e^lv) || N(0, 1)) per element, 1/2 (mu^2 + e^lv - 1 - lv), with e^lv - 1 - lv from a
 # series near 0 (fexpm1mx): as a difference of nearly equal terms it lost all relative accuracy
 # when KL ~ 0.
-# The Bernoulli gradient w (x - sigmoid(l)) is exact to within 2^-100 (float32; 2^-960 float64)
-# and never subnormal: a row whose weight is below that has none (gradient_floor), and the term
-# w sigmoid(l) is dropped below it, i.e. below the row's cut l < log(2^-100 / |w|) (sigmoid_term; the logit is
-# clamped into [cut, 80] (float64 [cut, 700]) first, so that no lane of the vectorised loop computes a subnormal). A
-# trained MLP decoder's background logits reach -210, and IWAE's normalised importance weights
-# can be as small: the gradients there were subnormal or near it, on Intel cores every operation
-# on them takes a microcode assist, and the backward GEMMs that take them ran 3-5x slower (the MLP
-# VAE's step 8.2 ms against 3.0, Xeon). Values that small move no parameter: an Adam step from
-# them is ~lr * 1e-30 / eps.
+# The Bernoulli gradient w (x - sigmoid(l)) is exact to within 2^-100 (float32; 2^-960 float64) and
+# never subnormal: a row whose weight is below that has none (gradient_floor), and the term w
+# sigmoid(l) is dropped below it, i.e. below the row's cut l < log(2^-100 / |w|) (sigmoid_term; the
+# logit is clamped into [cut, 80] (float64 [cut, 700]) first, so that no lane of the vectorised
+# loop computes a subnormal). A trained MLP decoder's background logits reach -210, and IWAE's
+# normalised importance weights can be as small: the gradients there were subnormal or near it, on
+# Intel cores every operation on them takes a microcode assist, and the backward GEMMs that take
+# them ran 3-5x slower (the MLP VAE's step 8.2 ms against 3.0, Xeon). Values that small move no
+# parameter: an Adam step from them is ~lr * 1e-30 / eps.
 # ---------------------------------------------------------------------------------------------
 def gaussian_term(x, mu, lv):
     """(x - mu)^2 e^-lv + lv (Numba-compiled code only)."""

@@ -81,6 +81,17 @@ def test_swapped_arguments_and_the_key_flag(tmp_path):
     assert "--key" in _one_line_error(rc, err)
 
 
+def test_argparse_errors_are_one_line(tmp_path):
+    """What argparse itself refuses (a bad value, a missing command) is one line too, naming the
+    option and where the help is, without the usage block."""
+    for args, what in ((("fit", "d.csv", "--components", "abc"), "--components: invalid int value: 'abc'"),
+                       (("estep-bench", "--experiments", "ppca,foo"), "among ppca, mnist-mlp, scaling, mnist, got foo"),
+                       ((), "COMMAND")):
+        rc, _, err = _lgm(*args, cwd=tmp_path)
+        line = _one_line_error(rc, err)
+        assert what in line and "--help" in line and not line.startswith("usage"), line
+
+
 # 5 ---------------------------------------------------------------------------------------------
 def test_score_checks_out_before_the_work(tmp_path):
     X = _data()

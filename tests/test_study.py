@@ -177,21 +177,44 @@ def test_compare_estep_resumes_from_kept_runs(tmp_path):
     (tmp_path / "runs" / "amortized-seed0.model.npz").unlink()
     with pytest.raises(FileNotFoundError, match="amortized-seed0.model.npz"):
         compare_estep("mnist-mlp", budget_s=0.3, **kw)
+    # a subset of the strategies: only those, kept as before; without amortized no gaps, said
+    sub = compare_estep("mnist-mlp", budget_s=0.3, strategies=("mcmc", "exact"), **kw)
+    assert list(sub.runs) == ["mcmc"] and sub.kept == 1 and sub.finals["mcmc"] == third.finals["mcmc"]
+    assert not sub.gaps and "Inference gaps: not measured (the amortized strategy was not" in sub.md
+    with pytest.raises(ValueError, match="none of exact applies to mnist-mlp"):
+        compare_estep("mnist-mlp", budget_s=0.3, strategies=("exact",), **kw)
     assert compare_estep("mnist-mlp", budget_s=0.2, **kw).kept == 0  # another budget
 
 
 def test_estep_bench_resume(tmp_path):
     from lgm.front.study import estep_bench
 
+    # two of the strategies first (as a longer budget is probed on the best one) ...
     out = estep_bench(out=tmp_path / "eb", experiments=("ppca",), budget=0.2, seeds=(0,),
-                      say=lambda *a: None)
-    assert "were kept" not in (out / "estep.md").read_text()
+                      strategies=("mcmc", "exact"), say=lambda *a: None)
+    md = (out / "estep.md").read_text()
+    assert "were kept" not in md and "| mcmc |" in md and "| iwae |" not in md
+    assert sorted(p.name for p in (out / "runs" / "ppca").glob("*.json")) == ["exact-seed0.json", "mcmc-seed0.json"]
+    # ... then all of them: those two kept
+    estep_bench(out=out, experiments=("ppca",), budget=0.2, seeds=(0,), resume=True, say=lambda *a: None)
+    assert "2 of 5 runs were kept" in (out / "estep.md").read_text()
     # the budget named per experiment (as a study run at several budgets is written up): the
     # same 0.2 s, so every run is kept
     estep_bench(out=out, experiments=("ppca",), budget={"ppca": 0.2}, seeds=(0,), resume=True,
                 say=lambda *a: None)
     assert "5 of 5 runs were kept" in (out / "estep.md").read_text()
     assert not (tmp_path / "eb-2").exists()
+
+
+def test_study_names_the_strategies_of_lgm_estep():
+    import lgm.estep
+    from lgm.front.study import STRATEGIES, given_strategies
+
+    assert STRATEGIES == lgm.estep.STRATEGIES
+    given_strategies(None, ["mnist"])
+    given_strategies(["exact", "iwae"], ["ppca", "mnist"])
+    with pytest.raises(ValueError, match="among exact, mcmc.*got hmc"):
+        given_strategies(["hmc"], ["ppca"])
 
 
 def test_budgets_one_for_all_or_per_experiment():
@@ -230,7 +253,10 @@ def test_scaling_study_small(tmp_path):
                                        (["--budget", "mnist=ten"], "--budget"),
                                        (["--budget", "mnist=5,mnist=6"], "--budget"),
                                        (["--experiments", "ppca", "--budget", "mnist=5"], "--budget"),
-                                       (["--max-n", "10"], "--max-n"), (["--resume"], "--resume")])
+                                       (["--max-n", "10"], "--max-n"), (["--resume"], "--resume"),
+                                       (["--strategies", "hmc"], "--strategies"),
+                                       (["--experiments", "mnist", "--strategies", "exact"],
+                                        "--strategies: none of exact applies to the experiment mnist")])
 def test_estep_bench_user_errors_are_one_line(tmp_path, args, what):
     from conftest import one_line_error, run_lgm
 
@@ -351,6 +377,11 @@ def test_budget_check_gives_the_gains_error_and_the_ranking_at_half_the_budget()
     # one seed: no standard error
     e = experiment(([-87.0], [-88.0]), ([-89.0], [-89.2]))
     assert e.gain_se != e.gain_se and "±" not in conclusion([e]).split("still rising")[1].split(")")[0]
+    # one strategy (`--strategies mcmc`): no ranking is claimed
+    e = _experiment(mcmc=a)
+    assert e.budget_note() == "the scores are not converged"
+    text = conclusion([e])
+    assert "mcmc alone (no other strategy was run)" in text and "ranking" not in text
 
 
 def test_iwae_against_the_vae_is_called_an_ordering_only_beyond_the_seed_noise():

@@ -3,7 +3,7 @@
     lgm demo [--quick] [--out DIR]
         The main job: PPCA/FA, a VAE and the E-step strategies on the embedded MNIST-5k; writes
         DIR/report.md and PNG pictures (never over an earlier report).
-    lgm estep-bench [--experiments ppca,mnist,mnist-mlp,scaling] [--quick] [--budget S|EXP=S,...] [--seeds N] [--out DIR]
+    lgm estep-bench [--experiments ppca,mnist,mnist-mlp,scaling] [--strategies mcmc,...] [--quick] [--budget S|EXP=S,...] [--seeds N] [--out DIR]
         The E-step study: strategies on a shared time grid over seeds, AIS scores, inference
         gaps, what scales with N, and a conclusion from the numbers (estep.md + pictures).
     lgm fit DATA --model {ppca,fa,vae-mlp,vae-conv} [--strategy ...] [--out model.npz]
@@ -31,7 +31,7 @@ def _csv(kind, value, choices=None):
     if choices is not None:
         bad = [v for v in items if v not in choices]
         if bad:
-            raise argparse.ArgumentTypeError(f"expected {kind} among {choices}, got {bad}")
+            raise argparse.ArgumentTypeError(f"expected {kind} among {', '.join(choices)}, got {', '.join(bad)}")
     return items
 
 
@@ -109,7 +109,7 @@ def _budget(value, experiments):
 
 def cmd_estep_bench(args):
     from lgm.front.fitting import UsageError
-    from lgm.front.study import estep_bench
+    from lgm.front.study import estep_bench, given_strategies
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds: expected a positive int, got {args.seeds}")
@@ -117,10 +117,14 @@ def cmd_estep_bench(args):
     if args.max_n is not None and args.max_n < 1000:
         raise UsageError(f"--max-n: expected at least 1000, got {args.max_n}")
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    try:
+        given_strategies(args.strategies, args.experiments)
+    except ValueError as exc:
+        raise UsageError(f"--strategies: {exc}") from None
     estep_bench(out=args.out, experiments=args.experiments, budget=budget,
                 seeds=tuple(range(seeds)), quick=args.quick, max_n=args.max_n,
                 command=args.command_line, created=args.created, resume=args.resume,
-                binarize=args.binarize)
+                binarize=args.binarize, strategies=args.strategies)
     return 0
 
 
@@ -194,11 +198,19 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (what was wrong, and where the help is) instead
+    of the usage block above it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser():
     fmt = _Help
-    p = argparse.ArgumentParser(prog="lgm", description="latent Gaussian models: kernels and benchmarks",
-                                formatter_class=fmt)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="lgm", description="latent Gaussian models: kernels and benchmarks",
+                formatter_class=fmt)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     b = sub.add_parser("bench", help="kernel benchmarks against numpy/scipy/torch, in one run",
                        formatter_class=fmt)
     b.add_argument("--quick", action="store_true",
@@ -220,7 +232,7 @@ def parser():
                                            "budgets, AIS scores, inference gaps, what scales "
                                            "(about two hours on 2 cores; --quick about 2 minutes)",
                        formatter_class=fmt)
-    from lgm.front.study import BINARIZE, BUDGETS, EXPERIMENTS  # the defaults, named once (a few ms of imports)
+    from lgm.front.study import BINARIZE, BUDGETS, EXPERIMENTS, STRATEGIES  # the defaults, named once (a few ms of imports)
 
     exps = EXPERIMENTS
     e.add_argument("--experiments", type=lambda v: _csv("experiments", v, exps),
@@ -232,6 +244,10 @@ def parser():
         f"{b['ppca'][0]} ppca, {b['mnist-mlp'][0]} mnist-mlp, {b['scaling'][0]} per scaling run, "
         f"{b['mnist'][0]} mnist (conv); --quick: "
         + ", ".join(b[k][1] for k in exps) + ")"))
+    e.add_argument("--strategies", type=lambda v: _csv("strategies", v, STRATEGIES),
+                   help="comma-separated, run only these: " + ", ".join(STRATEGIES) + " (default: "
+                        "all that apply; exact only to ppca). Runs made so into a study's folder are "
+                        "kept for a later --resume with all of them")
     e.add_argument("--seeds", type=int, help="repeated runs (the bands): default 5, --quick 2")
     e.add_argument("--quick", action="store_true", help="a few minutes: short budgets, small "
                                                         "evaluations, N up to 10^4; labelled quick")

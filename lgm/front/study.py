@@ -39,6 +39,11 @@ EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
 # budgets (s of training per strategy and seed) and evaluation grids: full study / --quick
 BUDGETS = {"ppca": (5.0, 1.0), "mnist": (960.0, 3.0), "mnist-mlp": (240.0, 3.0), "scaling": (20.0, 2.0)}
 N_EVALS = {"ppca": (6, 3), "mnist": (5, 2), "mnist-mlp": (5, 2)}
+# lgm.estep.STRATEGIES, named here too so that the command line's help needs no Numba import
+# (1.4 s); a test holds the two equal
+STRATEGIES = ("exact", "mcmc", "meanfield", "amortized", "iwae")
+# each experiment's strategies, in the order they run (exact needs a linear decoder)
+_NAMES = {"ppca": STRATEGIES, **dict.fromkeys(("mnist", "mnist-mlp", "scaling"), STRATEGIES[1:])}
 BINARIZE = "dynamic"  # the MNIST experiments' training images by default (compare_estep's binarize)
 
 
@@ -89,6 +94,7 @@ class Experiment:
     best: str = ""
     gain: float = float("nan")  # the best strategy's gain over the last doubling
     half_finals: list = None  # its final-method scores at half the budget, per seed
+    gaps_skipped: str = ""  # why the inference gaps asked for were not measured
     kept: int = 0  # runs kept from an earlier, stopped run of the study (compare_estep's run_dir)
     machines: list = field(default_factory=list)  # the CPUs the runs were made on
     md: str = ""
@@ -145,6 +151,8 @@ class Experiment:
         if not self.checked or self.flattened:
             return ""
         half = self.half_ranking
+        if len(self.runs) == 1:
+            return "the scores are not converged"
         if half is None:
             return "this ranks speed at this budget, not the converged models"
         if half == self.ranking:
@@ -170,7 +178,7 @@ def _setup(experiment, data, n_test, binarize="static"):
         Xtr, Xte = ppca_data()
         D, q = Xtr.shape[1], 5
         opt_ll = float(PPCA(q).fit(Xtr).score_samples(Xte).mean())
-        return dict(names=("exact", "mcmc", "meanfield", "amortized", "iwae"), Xtr=Xtr, Xte=Xte,
+        return dict(names=_NAMES["ppca"], Xtr=Xtr, Xte=Xte,
                     opt_ll=opt_ll, make=lambda s: linear_vae(D, q, isotropic=True, seed=s), lr=1e-2,
                     title=f"PPCA data (D={D}, q={q}, {len(Xtr)} train / {len(Xte)} test): exact "
                           f"held-out log-likelihood of the linear decoder")
@@ -186,12 +194,12 @@ def _setup(experiment, data, n_test, binarize="static"):
         # held-out and gap images binarised once by a fixed draw (Burda et al. 2016)
         from ..models.training import DynamicBinarization
 
-        return dict(names=("mcmc", "meanfield", "amortized", "iwae"),
+        return dict(names=_NAMES[experiment],
                     Xtr=_binary_once(ds.X_train, 1), Xte=_binary_once(ds.X_test[:n_test], 2),
                     train=lambda s: DynamicBinarization(ds.X_train, seed=10_000 + s),
                     opt_ll=None, make=make, lr=1e-3,
                     title=f"{ds.name} (dynamically binarised), {arch}")
-    return dict(names=("mcmc", "meanfield", "amortized", "iwae"), Xtr=ds.X_train,
+    return dict(names=_NAMES[experiment], Xtr=ds.X_train,
                 Xte=ds.X_test[:n_test], opt_ll=None, make=make, lr=1e-3,
                 title=f"{ds.name} (binarised), {arch}")
 
@@ -254,7 +262,7 @@ def _load_run(run_dir, name, seed, settings, say):
 def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=None,
                   final="ais", n_final=200, ais_kw=None, n_samples_final=1000,
                   n_samples_curve=100, n_test=200, eval_steps=100, gaps=0, gaps_ais_kw=None,
-                  run_dir=None, binarize="static", say=print):
+                  run_dir=None, binarize="static", strategies=None, say=print):
     """Run every applicable strategy of ``experiment`` ("ppca", "mnist", "mnist-mlp") for
     ``budget_s`` seconds of training per seed, evaluated on one time grid shared by all;
     score the final models (exact for ppca; else AIS on the first ``n_final`` test images, or
@@ -271,7 +279,11 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     ``binarize`` (the MNIST experiments): "static", ``data`` is already binary (binarised once);
     "dynamic", ``data`` holds grey levels in [0, 1] and every run reads its training images as
     fresh Bernoulli draws (:class:`lgm.models.training.DynamicBinarization`), the test images
-    binarised once by a fixed draw."""
+    binarised once by a fixed draw.
+
+    ``strategies``: run only those of the experiment's strategies named here (None: all); the
+    inference gaps need "amortized" among them and are otherwise not measured (the table says
+    so). ValueError when none of them applies to ``experiment``."""
     from . import report
     from ..estep import ais_log_likelihood, inference_gaps, last_doubling_gain, run_strategy, time_grid
 
@@ -279,6 +291,11 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
         raise ValueError(f"binarize must be 'static' or 'dynamic', got {binarize!r}")
     cfg = _setup(experiment, data, n_test, binarize)
     names, Xtr, Xte, opt_ll = cfg["names"], cfg["Xtr"], cfg["Xte"], cfg["opt_ll"]
+    if strategies is not None:
+        names = tuple(n for n in names if n in strategies)
+        if not names:
+            raise ValueError(f"strategies: none of {', '.join(strategies)} applies to {experiment} "
+                             f"(its strategies: {', '.join(cfg['names'])})")
     grid = time_grid(budget_s, n_evals)
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
     linear = experiment == "ppca"
@@ -343,6 +360,9 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     else:
         exp.gain = last_doubling_gain(grid, np.mean([r.heldout for r in runs[exp.best]], axis=0))
     gaps_ais_kw = {**ais_kw, **(gaps_ais_kw or {})}
+    if gaps and not linear and "amortized" not in names:
+        exp.gaps_skipped = "the amortized strategy was not among those run"
+        gaps = 0
     if gaps and not linear and gap_model is None:
         raise FileNotFoundError(f"the inference gaps need the amortized seed-{seeds[0]} model; the kept "
                                 f"run in {run_dir} has no {_run_paths(run_dir, 'amortized', seeds[0])[1].name}")
@@ -435,6 +455,8 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
                   + " nats over the "
                   f"last doubling of the budget ({by}; criterion: < {FLAT_NATS} nats, a fall "
                   f"counts): {verdict}.", "", f"![]({exp.picture})", ""]
+    if exp.gaps_skipped:
+        lines += [f"Inference gaps: not measured ({exp.gaps_skipped}).", ""]
     if exp.gaps:
         lines += [f"Inference gaps of the {exp.gaps[0][0]} decoder (seed {seeds[0]}; Cremer et al. "
                   f"2018): log p(x) by AIS ({gaps_ais_kw['n_chains']} "
@@ -478,7 +500,7 @@ def _draw(model, n, seed, out=None, chunk=8192):
 
 
 def scaling_study(out_dir, data, *, Ns, budget_s, n_heldout=100, teacher_epochs=20, ais_kw=None,
-                  eval_steps=50, names=("mcmc", "meanfield", "amortized", "iwae"), say=print):
+                  eval_steps=50, names=_NAMES["scaling"], say=print):
     """What scales with N: a teacher (MLP VAE, 784-400-16) trained on MNIST-5k draws max(Ns)
     rows into a memory-mapped .npy in a temporary folder inside ``out_dir`` (removed at the
     end); for each N (the first N rows) and strategy, a fresh student is trained for
@@ -576,7 +598,9 @@ def conclusion(exps, scaling=None, quick=False):
     for e in exps:
         order = e.ranking
         best, second = order[0], order[1] if len(order) > 1 else None
-        s = f"**{e.title}** ({e.budget_s:g} s per strategy): {best} is best ({spread(e.finals[best])}, {e.final_method})"
+        s = (f"**{e.title}** ({e.budget_s:g} s per strategy): {best} "
+             + ("is best" if second is not None else "alone (no other strategy was run)")
+             + f" ({spread(e.finals[best])}, {e.final_method})")
         if second is not None:
             diff = e.mean_final(best) - e.mean_final(second)
             sd = max(statistics.stdev(e.finals[best]) if len(e.finals[best]) > 1 else 0.0,
@@ -584,7 +608,7 @@ def conclusion(exps, scaling=None, quick=False):
             one = len(e.finals[best]) == 1
             sep = ("one seed" if one else f"{diff / sd:.1f} seed sd" if sd > 0 else "no spread over seeds")
             s += f", ahead of {second} by {diff:.2f} nats ({sep})"
-        s += "; ranking: " + " > ".join(order) + "."
+        s += ("; ranking: " + " > ".join(order) if second is not None else "") + "."
         if e.opt_ll is not None:
             s += f" Gap of the best to the EM optimum: {e.opt_ll - e.mean_final(best):.3f} nats."
         if e.checked and not e.flattened:
@@ -649,9 +673,27 @@ def given_budgets(budget, experiments):
     return budgets
 
 
+def _applicable(experiment, strategies):
+    return tuple(n for n in _NAMES[experiment] if strategies is None or n in strategies)
+
+
+def given_strategies(strategies, experiments):
+    """Check ``strategies`` (None, or names among STRATEGIES) against the experiments to be run:
+    ValueError naming what is wrong, for an unknown name or an experiment none of them applies to."""
+    if strategies is None:
+        return
+    bad = [n for n in strategies if n not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"expected strategies among {', '.join(STRATEGIES)}, got {', '.join(bad) or 'none'}")
+    for e in experiments:
+        if not _applicable(e, strategies):
+            raise ValueError(f"none of {', '.join(strategies)} applies to the experiment {e} "
+                             f"(its strategies: {', '.join(_NAMES[e])})")
+
+
 def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
                 budget=None, seeds=(0, 1, 2, 3, 4), quick=False, max_n=None, say=print,
-                command=None, created=None, resume=False, binarize=BINARIZE):
+                command=None, created=None, resume=False, binarize=BINARIZE, strategies=None):
     """The study: each experiment, its tables and pictures, and the conclusion, in one folder
     (estep.md). ``budget``: seconds of training per strategy and seed, one number for every
     experiment or a mapping {experiment: seconds} for those it names (the others take
@@ -661,13 +703,18 @@ def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
     ``resume``: write into the existing folder ``out`` and run only what is not kept there
     with the same settings (the scaling experiment runs again). ``binarize``: the MNIST
     experiments' training images binarised once ("static") or drawn anew at every read
-    ("dynamic"; see :func:`compare_estep`)."""
+    ("dynamic"; see :func:`compare_estep`). ``strategies``: run only these (None: all that apply
+    to each experiment); ValueError, before anything runs, for a name that is not a strategy or
+    an experiment to which none of them applies. A subset run into a study's folder keeps its
+    runs for a later ``resume`` with every strategy (the strategies are not among a run's
+    settings)."""
     from .bench import openblas_kernels
     from .data import embedded
     from .report import fresh_dir
 
     t0 = time.perf_counter()
     budgets = given_budgets(budget, experiments)
+    given_strategies(strategies, experiments)
     if resume:
         out = Path(out)
         if not (out / "runs").is_dir():
@@ -696,6 +743,7 @@ def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
             Ns = [10 ** k for k in range(3, int(math.floor(math.log10(top) + 1e-9)) + 1)]
             Ns += [top] if top != Ns[-1] else []  # never beyond --max-n
             rows, truth, pic = scaling_study(out, data, Ns=Ns, budget_s=b, ais_kw=ais_kw,
+                                             names=_applicable("scaling", strategies),
                                              n_heldout=50 if quick else 100,
                                              teacher_epochs=2 if quick else 20,
                                              eval_steps=10 if quick else 50, say=say)
@@ -714,7 +762,7 @@ def estep_bench(out="lgm-estep-bench", experiments=EXPERIMENTS,
                             eval_steps=20 if quick else (50 if conv else 100),
                             gaps=(10 if quick else (50 if conv else 100)),
                             gaps_ais_kw=None if quick else {"n_temps": 200 if conv else 500},
-                            run_dir=out / "runs" / e, say=say)
+                            run_dir=out / "runs" / e, strategies=strategies, say=say)
         exps.append(exp)
         md += [exp.md, ""]
         say(exp.md)

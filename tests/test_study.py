@@ -6,6 +6,7 @@ budgets."""
 import gc
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,8 @@ def test_compare_estep_resumes_from_kept_runs(tmp_path):
     np.testing.assert_array_equal(g0.elbo_amortized, g1.elbo_amortized)
     rec = json.loads((tmp_path / "runs" / "iwae-seed0.json").read_text())
     assert rec["machine"] == cpu_name() and np.isfinite(rec["half_final"])
+    assert rec["load"]["seconds"] > 0 and 0 <= rec["load"]["others"] <= 1  # what else ran meanwhile
+    assert "Other processes used at most" in first.md and all(ld for _, _, ld in again.loads)
     # the numbers travel as .json: without the other models the study resumes as before ...
     for p in (tmp_path / "runs").glob("*.model.npz"):
         if p.name != "amortized-seed0.model.npz":
@@ -204,6 +207,50 @@ def test_estep_bench_resume(tmp_path):
                 say=lambda *a: None)
     assert "5 of 5 runs were kept" in (out / "estep.md").read_text()
     assert not (tmp_path / "eb-2").exists()
+
+
+def test_cpu_load_from_two_readings():
+    from lgm.front.bench import CpuReading, cpu_load
+
+    a, b = CpuReading(0.0, 0.0, 100.0, 1.0), CpuReading(10.0, 5.0, 112.0, 1.2)
+    assert cpu_load(a, b, n_cpus=2) == {"seconds": 10.0, "others": 0.35, "steal": 0.01}
+    assert cpu_load(a, CpuReading(10.0, 5.0, None, None))["others"] is None  # no /proc/stat
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux's CPU accounting")
+def test_cpu_load_sees_another_process_and_not_our_own_work():
+    """A process spinning beside us shows as "others" (about one CPU's worth); our own spinning
+    is ours, not others'."""
+    import subprocess
+    import sys
+    import time
+
+    from lgm.front.bench import cpu_load, cpu_reading
+
+    n = os.cpu_count()
+    a = cpu_reading()
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                    "while time.process_time() - t < 1.5: pass"], check=True)
+    b = cpu_reading()
+    # (the child's 1.5 CPU-seconds, less the interpreter's start, over the span)
+    assert cpu_load(a, b)["others"] * n * (b.wall - a.wall) > 1.0
+    t = time.process_time()
+    while time.process_time() - t < 1.0:
+        pass
+    c = cpu_reading()
+    assert c.ours - b.ours >= 0.9
+
+
+def test_load_note_names_runs_that_shared_the_machine():
+    from lgm.front.study import load_note
+
+    quiet = {"seconds": 100.0, "others": 0.004, "steal": 0.0}
+    busy = {"seconds": 100.0, "others": 0.31, "steal": 0.02}
+    assert load_note([("mcmc", 0, None)]) == ""
+    text = load_note([("mcmc", 0, quiet), ("iwae", 1, busy), ("amortized", 0, None)])
+    assert "at most 31.0 %" in text and "mean 15.7 %" in text and "at most 2.0 %" in text
+    assert "shared the machine: iwae seed 1: 31 %" in text and "mcmc seed 0" not in text
+    assert "1 of 3 runs have no record" in text
 
 
 def test_study_names_the_strategies_of_lgm_estep():

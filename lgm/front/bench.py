@@ -306,6 +306,49 @@ def openblas_kernels():
             f"{'=' + core + ' in the environment' if core else ' unset'})")
 
 
+@dataclass(frozen=True)
+class CpuReading:
+    """The machine's CPU accounting at one moment (:func:`cpu_reading`): wall seconds, this
+    process's CPU seconds (all its threads), and, from Linux's /proc/stat (None elsewhere), the
+    seconds all CPUs spent busy and those the hypervisor gave to other guests (steal)."""
+
+    wall: float
+    ours: float
+    busy: float | None
+    steal: float | None
+
+
+def cpu_reading(stat="/proc/stat"):
+    """A :class:`CpuReading` now; :func:`cpu_load` turns two of them into the load in between."""
+    t = os.times()
+    busy = steal = None
+    try:
+        with open(stat) as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal ...: busy leaves out idle, iowait, steal
+        busy, steal = (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, (v[7] if len(v) > 7 else 0) / hz
+    except (OSError, ValueError, IndexError):
+        pass
+    return CpuReading(time.perf_counter(), t.user + t.system, busy, steal)
+
+
+def cpu_load(a, b, n_cpus=None):
+    """What else ran between the readings ``a`` and ``b``: {"others": the share of the machine's
+    CPUs busy with other processes, "steal": the share the hypervisor took, "seconds"}; the shares
+    are None without /proc/stat. A timing is only as good as "others" and "steal" are small (the
+    study records them with every run). /proc/stat counts in ticks (10 ms), so a span of a few
+    seconds carries about 0.01 s / span of rounding."""
+    n = n_cpus or os.cpu_count() or 1
+    span = b.wall - a.wall
+    out = {"seconds": round(span, 1), "others": None, "steal": None}
+    if a.busy is not None and b.busy is not None and span > 0:
+        others = (b.busy - a.busy) - (b.ours - a.ours)
+        out["others"] = round(max(others, 0.0) / (span * n), 4)
+        out["steal"] = round(max(b.steal - a.steal, 0.0) / (span * n), 4)
+    return out
+
+
 def cpu_name():
     """'<CPU model>, <n> logical CPUs' (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_atomic
-from .bench import cpu_name
+from .bench import cpu_load, cpu_name, cpu_reading
 from .progress import progress_bar
 
 EXPERIMENTS = ("ppca", "mnist-mlp", "scaling", "mnist")
@@ -97,6 +97,9 @@ class Experiment:
     gaps_skipped: str = ""  # why the inference gaps asked for were not measured
     kept: int = 0  # runs kept from an earlier, stopped run of the study (compare_estep's run_dir)
     machines: list = field(default_factory=list)  # the CPUs the runs were made on
+    # (strategy, seed, lgm.front.bench.cpu_load of the run or None where not recorded): what else
+    # used the machine's CPUs while each run trained and was scored
+    loads: list = field(default_factory=list)
     md: str = ""
     picture: str = ""
 
@@ -220,20 +223,22 @@ def _run_paths(run_dir, name, seed):
     return stem.with_suffix(".json"), Path(f"{stem}.model.npz")
 
 
-def _save_run(run_dir, r, settings, model, machine):
+def _save_run(run_dir, r, settings, model, machine, load=None):
     js, final_npz = _run_paths(run_dir, r.strategy, r.seed)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if model is not None:
         model.save(final_npz)
     rec = {"strategy": r.strategy, "seed": r.seed, "settings": settings, "machine": machine,
+           "load": load,
            **{k: getattr(r, k) for k in _RUN_FIELDS}}
     rec["step_seconds"] = [round(t, 7) for t in r.step_seconds]  # 0.1 µs: a third of the bytes
     write_atomic(js, json.dumps(rec))
 
 
 def _load_run(run_dir, name, seed, settings, say):
-    """The kept run (RunResult, the final model or None, the machine it ran on) if it was made
-    with the same settings, else None (it is then run again and replaced)."""
+    """The kept run (RunResult, the final model or None, the machine it ran on, what else used
+    that machine while it ran or None where not recorded) if it was made with the same settings,
+    else None (it is then run again and replaced)."""
     from ..estep import RunResult
     from ..models.vae import load_model
 
@@ -256,7 +261,7 @@ def _load_run(run_dir, name, seed, settings, say):
     except ValueError as exc:
         say(f"{exc}; running {name} seed {seed} again")
         return None
-    return r, model, rec.get("machine", "not recorded")
+    return r, model, rec.get("machine", "not recorded"), rec.get("load")
 
 
 def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=None,
@@ -300,7 +305,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
     linear = experiment == "ppca"
     method = "exact" if linear else ("AIS" if final == "ais" else "IWAE")
-    runs, gap_model, n_kept, machines = {n: [] for n in names}, None, 0, []
+    runs, gap_model, n_kept, machines, loads = {n: [] for n in names}, None, 0, [], []
     here = cpu_name()  # the CPU this call's runs are made on (kept runs carry their own)
     bar = progress_bar(total=len(names) * len(seeds), desc=f"E-step strategies ({experiment})", unit="run")
     skw = dict(eval_steps=eval_steps, eval_burn=(6 * eval_steps) // 10, eval_collect=(4 * eval_steps) // 10)
@@ -318,9 +323,10 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
             bar.set_postfix_str(f"{n}, seed {seed}")
             kept = _load_run(run_dir, n, seed, settings, say) if run_dir is not None else None
             if kept is not None:
-                r, model, machine = kept
+                r, model, machine, load = kept
                 n_kept += 1
             else:
+                before = cpu_reading()
                 model = cfg["make"](seed)
                 r = run_strategy(n, model, cfg["train"](seed) if "train" in cfg else Xtr, Xte,
                                  grid=grid, budget_s=budget_s, seed=seed,
@@ -335,10 +341,11 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
                         r.half_final = float(np.mean(ais_log_likelihood(
                             half, Xte[:n_final], seed=seed, **ais_kw).log_px))
                     r.snapshots.clear()
-                machine = here
+                machine, load = here, cpu_load(before, cpu_reading())
                 if run_dir is not None:
-                    _save_run(run_dir, r, settings, None if linear else model, machine)
+                    _save_run(run_dir, r, settings, None if linear else model, machine, load)
             runs[n].append(r)
+            loads.append((n, seed, load))
             if machine not in machines:
                 machines.append(machine)
             if seed == seeds[0] and n == "amortized":
@@ -348,7 +355,7 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     if n_kept:
         say(f"{n_kept} of {len(names) * len(seeds)} runs kept from {run_dir} (not run again)")
     exp = Experiment(experiment, cfg["title"], budget_s, grid, runs, method, opt_ll, kept=n_kept,
-                     machines=machines)
+                     machines=machines, loads=loads)
     exp.best = exp.ranking[0]
     if method == "AIS" and len(grid) > 1:
         # the budget check by the proposal-free score: AIS of the best strategy's models at
@@ -389,11 +396,36 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
     return exp
 
 
+BUSY = 0.05  # a run during which other processes used more of the machine's CPUs is named
+
+
+def load_note(loads):
+    """' ' + a sentence on what else used the machine while the runs trained and were scored
+    (from each run's recorded lgm.front.bench.cpu_load), naming every run above BUSY; '' when
+    no run has a record."""
+    rec = [(n, k, ld) for n, k, ld in loads if ld and ld.get("others") is not None]
+    if not rec:
+        return ""
+    others = [ld["others"] for _, _, ld in rec]
+    steal = max(ld["steal"] for _, _, ld in rec)
+    s = (f" Other processes used at most {100 * max(others):.1f} % of the machine's CPUs during a "
+         f"run (mean {100 * statistics.mean(others):.1f} %; the hypervisor took at most "
+         f"{100 * steal:.1f} %)")
+    busy = [f"{n} seed {k}: {100 * ld['others']:.0f} %" for n, k, ld in rec if ld["others"] > BUSY]
+    if busy:
+        s += "; runs that shared the machine: " + ", ".join(busy)
+    missing = len(loads) - len(rec)
+    if missing:
+        s += f"; {missing} of {len(loads)} runs have no record (made before lgm recorded it)"
+    return s + "."
+
+
 def _raw(exp):
     """The experiment's numbers (what its table and picture are made of), as JSON-able data."""
     return {"experiment": exp.name, "title": exp.title, "budget_s": exp.budget_s, "grid": exp.grid,
             "final_method": exp.final_method, "opt_ll": exp.opt_ll, "best": exp.best,
             "gain": exp.gain, "half_finals": exp.half_finals, "machines": exp.machines,
+            "loads": [{"strategy": n, "seed": k, **(load or {})} for n, k, load in exp.loads],
             "runs": {n: [{"seed": r.seed, "times": r.times, "epochs": r.epochs, "heldout": r.heldout,
                           "final": r.final, "iterations": r.iterations,
                           "train_seconds": r.train_seconds, "state_bytes": r.state_bytes,
@@ -425,7 +457,8 @@ def _table(exp, seeds, *, n_final, ais_kw, gaps_ais_kw, n_samples_curve, n_sampl
                 "stopped run of the study (`--resume`; each run's timing is from the session that "
                 "made it)." if exp.kept else "")
              + (f" The runs were made on {len(exp.machines)} machines: {'; '.join(exp.machines)}."
-                if len(exp.machines) > 1 else ""), "",
+                if len(exp.machines) > 1 else "")
+             + load_note(exp.loads), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, rs in exp.runs.items():
         row = [n, spread(exp.finals[n])]

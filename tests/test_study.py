@@ -184,7 +184,7 @@ def test_compare_estep_resumes_from_kept_runs(tmp_path):
     sub = compare_estep("mnist-mlp", budget_s=0.3, strategies=("mcmc", "exact"), **kw)
     assert list(sub.runs) == ["mcmc"] and sub.kept == 1 and sub.finals["mcmc"] == third.finals["mcmc"]
     assert not sub.gaps and "Inference gaps: not measured (the amortized strategy was not" in sub.md
-    with pytest.raises(ValueError, match="none of exact applies to mnist-mlp"):
+    with pytest.raises(ValueError, match="none of exact applies to the experiment mnist-mlp"):
         compare_estep("mnist-mlp", budget_s=0.3, strategies=("exact",), **kw)
     assert compare_estep("mnist-mlp", budget_s=0.2, **kw).kept == 0  # another budget
 

@@ -181,7 +181,7 @@ def _setup(experiment, data, n_test, binarize="static"):
         Xtr, Xte = ppca_data()
         D, q = Xtr.shape[1], 5
         opt_ll = float(PPCA(q).fit(Xtr).score_samples(Xte).mean())
-        return dict(names=_NAMES["ppca"], Xtr=Xtr, Xte=Xte,
+        return dict(Xtr=Xtr, Xte=Xte,
                     opt_ll=opt_ll, make=lambda s: linear_vae(D, q, isotropic=True, seed=s), lr=1e-2,
                     title=f"PPCA data (D={D}, q={q}, {len(Xtr)} train / {len(Xte)} test): exact "
                           f"held-out log-likelihood of the linear decoder")
@@ -197,12 +197,11 @@ def _setup(experiment, data, n_test, binarize="static"):
         # held-out and gap images binarised once by a fixed draw (Burda et al. 2016)
         from ..models.training import DynamicBinarization
 
-        return dict(names=_NAMES[experiment],
-                    Xtr=_binary_once(ds.X_train, 1), Xte=_binary_once(ds.X_test[:n_test], 2),
+        return dict(Xtr=_binary_once(ds.X_train, 1), Xte=_binary_once(ds.X_test[:n_test], 2),
                     train=lambda s: DynamicBinarization(ds.X_train, seed=10_000 + s),
                     opt_ll=None, make=make, lr=1e-3,
                     title=f"{ds.name} (dynamically binarised), {arch}")
-    return dict(names=_NAMES[experiment], Xtr=ds.X_train,
+    return dict(Xtr=ds.X_train,
                 Xte=ds.X_test[:n_test], opt_ll=None, make=make, lr=1e-3,
                 title=f"{ds.name} (binarised), {arch}")
 
@@ -288,19 +287,17 @@ def compare_estep(experiment, *, budget_s, seeds=(0,), n_evals=5, out_dir, data=
 
     ``strategies``: run only those of the experiment's strategies named here (None: all); the
     inference gaps need "amortized" among them and are otherwise not measured (the table says
-    so). ValueError when none of them applies to ``experiment``."""
+    so). ValueError, as :func:`given_strategies`, for a name that is not a strategy or when none
+    of them applies to ``experiment``."""
     from . import report
     from ..estep import ais_log_likelihood, inference_gaps, last_doubling_gain, run_strategy, time_grid
 
     if binarize not in ("static", "dynamic"):
         raise ValueError(f"binarize must be 'static' or 'dynamic', got {binarize!r}")
+    given_strategies(strategies, [experiment])
+    names = _applicable(experiment, strategies)
     cfg = _setup(experiment, data, n_test, binarize)
-    names, Xtr, Xte, opt_ll = cfg["names"], cfg["Xtr"], cfg["Xte"], cfg["opt_ll"]
-    if strategies is not None:
-        names = tuple(n for n in names if n in strategies)
-        if not names:
-            raise ValueError(f"strategies: none of {', '.join(strategies)} applies to {experiment} "
-                             f"(its strategies: {', '.join(cfg['names'])})")
+    Xtr, Xte, opt_ll = cfg["Xtr"], cfg["Xte"], cfg["opt_ll"]
     grid = time_grid(budget_s, n_evals)
     ais_kw = {"n_chains": 8, "n_temps": 100, "n_leapfrog": 5, **(ais_kw or {})}
     linear = experiment == "ppca"

@@ -447,3 +447,28 @@ def test_iwae_against_the_vae_is_called_an_ordering_only_beyond_the_seed_noise()
     text = experiment([-98.0, -98.2, -98.1], [-97.0, -97.3, -97.1])
     assert "not the ordering of Burda et al. (Welch's t = -" in text
     assert "not the ordering of Burda et al. (one seed)" in experiment([-98.0], [-97.0])
+
+
+def test_log_axis_labels_a_short_range():
+    """An epoch axis spanning about a decade (1.5 to 20 epochs) gets labelled ticks at 2, 5, 10
+    and 20 inside the drawn range, not matplotlib's single '10' of a log axis; a wide range keeps
+    matplotlib's decades."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lgm.front.report import _log_axis
+
+    fig, (a, b) = plt.subplots(1, 2)
+    a.plot([1.5, 20.0], [0.0, 1.0])
+    _log_axis(a)
+    lo, hi = a.get_xlim()
+    shown = [t for t in a.get_xticks() if lo <= t <= hi]
+    assert shown == [2.0, 5.0, 10.0, 20.0]
+    assert [a.xaxis.get_major_formatter()(t) for t in shown] == ["2", "5", "10", "20"]
+    b.plot([1.0, 1e6], [0.0, 1.0])
+    _log_axis(b)
+    lo, hi = b.get_xlim()
+    assert {1e2, 1e4}.issubset(set(b.get_xticks())) and 2e3 not in set(b.get_xticks())
+    plt.close(fig)

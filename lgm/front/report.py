@@ -106,22 +106,18 @@ def curves(series, path, title, xlabel, ylabel, hline=None, logx=True):
 
 def _log_axis(ax, ticks=None):
     """A log x axis labelled in plain numbers (1.875, 3.75, 7.5 ...): at ``ticks`` if given, else
-    (once the data are drawn) at 1, 2, 5 x 10^k inside the drawn range when there are at most 9 of
-    them, so that an axis spanning a decade or so does not carry a single label; no minor labels
+    (once the data are drawn) at 1, 2, 5 x 10^k when the drawn range spans at most 3 decades, so
+    that an axis spanning a decade or so does not carry a single label; no minor labels
     (matplotlib's default labels every minor tick as 2x10^0, 3x10^0, ... and they overlap)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
     if ticks is not None:
         ax.set_xticks(list(ticks))
     else:
         lo, hi = ax.get_xlim()
-        nice = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-                for m in (1, 2, 5)]
-        inside = [t for t in nice if lo <= t <= hi]
-        if len(inside) <= 9:
-            ax.set_xticks(inside)
-            ax.set_xlim(lo, hi)
+        if math.log10(hi / lo) <= 3:
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 

@@ -45,22 +45,44 @@ def complete_partials(X, mean, fac, buf=None):
     return be.to_host(Sxz), be.to_host(Szz), float(cc)
 
 
+# rows per float32 product in centred_gram: each block's sum runs in float32 (worst-case relative
+# error about rows x 6e-8, so 1.2e-4 of sum |r_i r_j|; typically sqrt(rows) x 6e-8), the sum over
+# blocks in float64
+_GRAM32_ROWS = 2048
+
+
 def centred_gram(X, mean):
-    """sum_n (x_n - mean)(x_n - mean)^T in float64 on the host, from centred float64 blocks.
+    """sum_n (x_n - mean)(x_n - mean)^T in float64 on the host, from centred blocks.
     Uncentred float32 X^T X loses the covariance to cancellation once the mean is large
-    (a mean of 1000 cost the closed-form PPCA fit 0.011 nats/sample)."""
+    (a mean of 1000 cost the closed-form PPCA fit 0.011 nats/sample).
+
+    On the CPU a float32 X is centred and multiplied in float32, 2048 rows at a time, and the
+    blocks' products are summed in float64: the float32 products run at twice the float64 rate
+    (60000 x 784: 0.34 s against 0.64 s for the fit), and against the float64 products they
+    move the closed-form PPCA fit's log-likelihood by under 1e-10 nats/sample (MNIST-5k; a mean
+    of 1000) and the profile FactorAnalysis fit's by 5e-8, inside its stopping tolerance. Other
+    dtypes, and cupy X, are multiplied in float64."""
     be = backend_of(X)
     if be.name == "numpy":
         # scipy's syrk (half a GEMM's work: S is symmetric), so that the product and the
         # eigendecomposition that follows run in one BLAS thread pool: numpy and scipy each ship
         # an OpenBLAS, and scipy's eigh right after numpy's GEMM ran with numpy's workers still
         # spinning: 2 threads, MNIST-5k, 138 ms for the two instead of 84
-        from scipy.linalg.blas import dsyrk
+        from scipy.linalg.blas import dsyrk, ssyrk
 
-        D = X.shape[1]
+        N, D = X.shape
         S = np.zeros((D, D), order="F")
-        for R in centred_blocks(X, mean):
-            S = dsyrk(1.0, R, beta=1.0, c=S, trans=1, lower=1, overwrite_c=1)
+        if X.dtype == np.float32:
+            buf = np.empty((min(N, _GRAM32_ROWS), D), np.float32)
+            m32 = np.asarray(mean, np.float32)
+            for s in range(0, N, buf.shape[0]):
+                blk = X[s:s + buf.shape[0]]
+                S += ssyrk(1.0, np.subtract(blk, m32, out=buf[:blk.shape[0]]), trans=1, lower=1)
+            d = m32 - np.asarray(mean, np.float64)  # the float32 mean's rounding: rows were
+            S -= N * np.outer(d, d)  # centred at mean + d, and sum_n (x_n - mean) = 0
+        else:
+            for R in centred_blocks(X, mean):
+                S = dsyrk(1.0, R, beta=1.0, c=S, trans=1, lower=1, overwrite_c=1)
         return np.tril(S) + np.tril(S, -1).T
     S = be.xp.zeros((X.shape[1], X.shape[1]))
     for R in centred_blocks(X, mean):

@@ -19,12 +19,12 @@ import subprocess
 import sys
 import time
 
-import numba
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import lgm  # noqa: E402
+import lgm  # noqa: E402  (before numba: lgm sets Numba's CPU features at import)
+import numba  # noqa: E402
 
 
 def cases(quick):

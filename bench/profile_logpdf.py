@@ -17,11 +17,12 @@ import os
 import sys
 import time
 
-import numba
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import lgm  # noqa: E402, F401  (before numba: lgm sets Numba's CPU features at import)
+import numba  # noqa: E402
 from lgm._backends.cpu import kernels  # noqa: E402
 from lgm._backends.cpu.fastmath import fexp_nonan  # noqa: E402
 

@@ -9,10 +9,11 @@ LGM_BENCH_THREADS (default 2), BLAS pinned to the same by threadpoolctl.
 
 import os
 
-import numba
 import pytest
 
-from lgm.front import bench
+from lgm.front import bench  # before numba: lgm sets Numba's CPU features at import
+
+import numba  # noqa: E402
 
 THREADS = int(os.environ.get("LGM_BENCH_THREADS", "2"))
 TORCH = bench._torch()

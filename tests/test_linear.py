@@ -151,14 +151,18 @@ def test_float32_gram_against_float64():
     """centred_gram multiplies a float32 X in float32, 2048 rows at a time, and sums the blocks
     in float64: every entry within 3e-5 of sqrt(S_ii S_jj) of the float64 products, on a row
     count that is not a multiple of the block, with a large mean and columns of very different
-    scales. A float32 block sum's typical error is sqrt(2048) x 6e-8 = 3e-6 of sum |r_i r_j|
+    scales, and on 0 or 1 rows. A float32 block sum's typical error is sqrt(2048) x 6e-8 = 3e-6 of sum |r_i r_j|
     (measured 2.8e-6 here), its worst case 2048 x 6e-8 = 1.2e-4; what the fit makes of it is
     checked above (within 1e-8 nats/sample of the float64 fit)."""
     from lgm.models.linear.sources import centred_gram
 
     rng = np.random.default_rng(3)
     X = (rng.standard_normal((5000, 40)) @ rng.standard_normal((40, 40))
-         * np.logspace(-3, 1, 40) + 500.0).astype(np.float32)
+         * np.logspace(-3, 1, 40) + 500.0)
+    # columns whose spread (1e-3) is small beside the float32 mean's rounding at 1000 (3e-5):
+    # without the N d d^T correction for centring at the rounded mean they are 3.8e-4 off
+    tight = 1000.0 + 1e-3 * (rng.standard_normal((5000, 3)) @ rng.standard_normal((3, 3)))
+    X = np.hstack([X, tight]).astype(np.float32)
     mean = X.mean(axis=0, dtype=np.float64)
     S32 = centred_gram(X, mean)
     Xc = X.astype(np.float64) - mean
@@ -168,6 +172,9 @@ def test_float32_gram_against_float64():
     err = np.abs(S32 - S64) / scale
     assert err.max() < 3e-5, err.max()
     assert err.max() > 0  # the float32 products ran (float64 ones would agree to 1e-15)
+    assert np.array_equal(centred_gram(X[:0], mean), np.zeros((43, 43)))  # no rows
+    x1 = X[:1]  # one row: centred at its own mean, exactly 0
+    assert np.array_equal(centred_gram(x1, x1.mean(axis=0, dtype=np.float64)), np.zeros((43, 43)))
 
 
 def test_bad_input_and_documented_behaviour(rng):

@@ -586,7 +586,8 @@ class PPCA(_LinearGaussian):
             S = XtX / N - np.outer(st.mean, st.mean)
             Xc = None
         elif N >= D:
-            # S = sum over centred float64 row blocks of R^T R / N (syrk; cuBLAS on the GPU);
+            # S = sum over centred row blocks of R^T R / N (syrk, float32 blocks for float32 X;
+            # cuBLAS on the GPU);
             # then only the top q eigenpairs (LAPACK syevr, on the host: D x D). The discarded
             # eigenvalues enter only through their sum, trace(S) minus the top q.
             import scipy.linalg
